@@ -1,0 +1,298 @@
+"""A typed, deadline-bound API over one FastAGI connection.
+
+Call-flow code talks to a :class:`Channel`; it never sees a command line. Every way a caller can
+be gone (an unsolicited ``HANGUP``, a ``511`` reply, ``result=-1``, the socket closing) raises the
+same :class:`ChannelHangup` signal, and the channel remembers it so that later commands that are
+only allowed on a live channel fail fast while dead-channel-safe ones (GET/SET VARIABLE) still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+from ivr.agi.protocol import (
+    AgiEnvironment,
+    AgiProtocolError,
+    LineKind,
+    Reply,
+    ReplyCode,
+    classify_line,
+    encode_command,
+    is_usage_end,
+    parse_reply,
+)
+
+log = logging.getLogger(__name__)
+
+DTMF_DIGITS = "0123456789*#ABCD"
+
+
+class HangupReason(StrEnum):
+    HANGUP_LINE = "hangup_line"
+    DEAD_CHANNEL = "dead_channel"
+    RESULT_MINUS_ONE = "result_minus_one"
+    CONNECTION_CLOSED = "connection_closed"
+
+
+class ChannelHangup(Exception):
+    """The caller is gone. A normal end of a call, not an error."""
+
+    def __init__(self, reason: HangupReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class AgiError(Exception):
+    """The conversation with Asterisk failed (our bug, or a broken peer)."""
+
+
+class AgiCommandError(AgiError):
+    """Asterisk rejected a command (510 unknown command, 520 usage)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+class AgiTimeout(AgiError):
+    """Asterisk did not answer a command within its deadline; the connection is dropped."""
+
+
+class ChannelState(Enum):
+    LIVE = "live"
+    HUNG_UP = "hung_up"  # the caller left; dead-channel-safe commands still work
+    CLOSED = "closed"  # the connection is gone
+
+
+@dataclass(frozen=True)
+class DigitsResult:
+    digits: str
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    ended_by: str  # "dtmf", "timeout", "silence" (Asterisk reports it as timeout / randomerror)
+    digit: str | None
+    end_position: int
+
+
+def _digit_from_result(reply: Reply) -> str | None:
+    code = reply.result_int
+    if code is None or code <= 0:
+        return None
+    return chr(code)
+
+
+def _check_escape_digits(digits: str) -> str:
+    if any(d not in DTMF_DIGITS for d in digits):
+        raise ValueError(f"not DTMF digits: {digits!r}")
+    return digits
+
+
+class Channel:
+    """One call's FastAGI conversation."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        environment: AgiEnvironment,
+        *,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.env = environment
+        self._reader = reader
+        self._writer = writer
+        self._command_timeout = command_timeout
+        self._lock = asyncio.Lock()
+        self.state = ChannelState.LIVE
+        self.hangup_reason: HangupReason | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _mark_hung_up(self, reason: HangupReason) -> ChannelHangup:
+        if self.state is ChannelState.LIVE:
+            self.state = ChannelState.HUNG_UP
+            self.hangup_reason = reason
+        return ChannelHangup(self.hangup_reason or reason)
+
+    def _mark_closed(self) -> ChannelHangup:
+        self.state = ChannelState.CLOSED
+        if self.hangup_reason is None:
+            self.hangup_reason = HangupReason.CONNECTION_CLOSED
+        return ChannelHangup(HangupReason.CONNECTION_CLOSED)
+
+    async def _read_line(self) -> str:
+        try:
+            raw = await self._reader.readline()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            # ValueError is how StreamReader reports a line over its limit.
+            raise AgiProtocolError(f"unreadable reply: {exc}") from exc
+        if not raw.endswith(b"\n"):
+            raise self._mark_closed()
+        return raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+    async def _read_reply(self, data_is_rest: bool) -> Reply:
+        while True:
+            line = await self._read_line()
+            kind = classify_line(line)
+            if kind is LineKind.HANGUP:
+                self._mark_hung_up(HangupReason.HANGUP_LINE)
+                continue
+            if kind is LineKind.USAGE_START:
+                lines = [line]
+                while not is_usage_end(line):
+                    line = await self._read_line()
+                    lines.append(line)
+                return Reply(ReplyCode.USAGE, "", None, {}, "\n".join(lines))
+            return parse_reply(line, data_is_rest=data_is_rest)
+
+    async def _execute(
+        self,
+        verb: str,
+        *arguments: str | int,
+        extra_time: float = 0.0,
+        data_is_rest: bool = False,
+        dead_ok: bool = False,
+    ) -> Reply:
+        """Send one command and read its one reply within the command's deadline."""
+        if self.state is ChannelState.CLOSED:
+            raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
+        if self.state is ChannelState.HUNG_UP and not dead_ok:
+            raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
+        line = encode_command(verb, *arguments)
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._command_timeout + extra_time):
+                    self._writer.write(line)
+                    await self._writer.drain()
+                    reply = await self._read_reply(data_is_rest)
+            except TimeoutError:
+                self.close()
+                raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
+            except (ConnectionError, OSError):
+                raise self._mark_closed() from None
+            except AgiProtocolError:
+                self.close()
+                raise
+        if reply.code == ReplyCode.DEAD_CHANNEL:
+            raise self._mark_hung_up(HangupReason.DEAD_CHANNEL)
+        if reply.code in (ReplyCode.INVALID_COMMAND, ReplyCode.USAGE):
+            raise AgiCommandError(reply)
+        if reply.code != ReplyCode.SUCCESS:
+            raise AgiProtocolError(f"unexpected reply code: {reply.text!r}")
+        if self.state is ChannelState.HUNG_UP and not dead_ok:
+            raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
+        return reply
+
+    async def _execute_live(self, verb: str, *arguments: str | int, extra_time: float = 0.0) -> Reply:
+        """A command whose ``result=-1`` means the caller hung up."""
+        reply = await self._execute(verb, *arguments, extra_time=extra_time)
+        if reply.result_int == -1:
+            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+        return reply
+
+    def close(self) -> None:
+        if self.state is not ChannelState.CLOSED:
+            self._mark_closed()
+        if not self._writer.is_closing():
+            self._writer.close()
+
+    # -- the typed API --------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        await self._execute_live("ANSWER")
+
+    async def stream_file(self, path: str, escape_digits: str = "", *, max_seconds: float = 120.0) -> str | None:
+        """Play a sound file; return the escape digit that interrupted it, if any."""
+        reply = await self._execute_live(
+            "STREAM FILE", path, _check_escape_digits(escape_digits), extra_time=max_seconds
+        )
+        return _digit_from_result(reply)
+
+    async def get_data(
+        self, path: str, timeout_ms: int, max_digits: int, *, max_seconds: float = 120.0
+    ) -> DigitsResult:
+        """Play a prompt and collect up to ``max_digits`` digits (``#`` ends entry)."""
+        reply = await self._execute_live(
+            "GET DATA", path, timeout_ms, max_digits, extra_time=max_seconds + timeout_ms * max(1, max_digits) / 1000
+        )
+        digits = "".join(ch for ch in reply.result if ch in DTMF_DIGITS)
+        return DigitsResult(digits, timed_out=reply.data == "timeout")
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        reply = await self._execute_live("WAIT FOR DIGIT", timeout_ms, extra_time=max(timeout_ms, 0) / 1000)
+        return _digit_from_result(reply)
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
+        if not digits.isdigit():
+            raise ValueError("SAY DIGITS takes decimal digits only")
+        reply = await self._execute_live(
+            "SAY DIGITS", digits, _check_escape_digits(escape_digits), extra_time=len(digits) * 2.0
+        )
+        return _digit_from_result(reply)
+
+    async def say_number(self, number: int, escape_digits: str = "") -> str | None:
+        reply = await self._execute_live(
+            "SAY NUMBER", int(number), _check_escape_digits(escape_digits), extra_time=20.0
+        )
+        return _digit_from_result(reply)
+
+    async def record_file(
+        self,
+        path: str,
+        file_format: str = "wav",
+        escape_digits: str = "#",
+        *,
+        timeout_ms: int = 10000,
+        silence_seconds: int | None = 2,
+        beep: bool = False,
+    ) -> RecordResult:
+        arguments: list[str | int] = [path, file_format, _check_escape_digits(escape_digits), timeout_ms]
+        if beep:
+            arguments.append("beep")
+        if silence_seconds:
+            arguments.append(f"s={int(silence_seconds)}")
+        reply = await self._execute_live("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5)
+        digit = _digit_from_result(reply)
+        ended_by = "dtmf" if digit else (reply.data or "timeout")
+        if ended_by == "hangup":
+            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+        return RecordResult(ended_by, digit, int(reply.fields.get("endpos", "0") or 0))
+
+    async def get_variable(self, name: str) -> str | None:
+        """A channel variable or function value; ``None`` when unset. Works on a dead channel."""
+        reply = await self._execute("GET VARIABLE", name, data_is_rest=True, dead_ok=True)
+        if reply.result != "1":
+            return None
+        return reply.data or ""
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        """Set a channel variable. Works on a dead channel (useful for the dialplan's fallback)."""
+        await self._execute("SET VARIABLE", name, str(value), dead_ok=True)
+
+    async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0) -> int:
+        """Run a dialplan application. Arguments are joined with commas, each escaped for it."""
+        joined = ",".join(a.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|") for a in arguments)
+        reply = await self._execute_live("EXEC", application, joined, extra_time=max_seconds)
+        code = reply.result_int
+        if code == -2:
+            raise AgiCommandError(reply)
+        return code if code is not None else 0
+
+    async def verbose(self, message: str, level: int = 3) -> None:
+        await self._execute("VERBOSE", message, level, dead_ok=True)
+
+    async def hangup(self) -> None:
+        """Hang up the caller. Hanging up an already-gone caller is not an error."""
+        if self.state is not ChannelState.LIVE:
+            return
+        try:
+            await self._execute("HANGUP")
+        except ChannelHangup:
+            pass
+        self._mark_hung_up(HangupReason.HANGUP_LINE)

@@ -1,0 +1,201 @@
+"""The FastAGI wire format, and nothing else.
+
+This is the only module that knows how AGI text looks: how the environment block is framed, how
+a command line is quoted, and how Asterisk's replies are parsed. Everything above it speaks in
+typed values. The rules mirror res_agi.c (Asterisk 22):
+
+* the environment is ``agi_name: value`` lines ended by an empty line; caller name and number are
+  written raw, so they cannot be trusted to be well formed;
+* a command is one ``\\n``-terminated line read into an 8192-byte buffer; arguments are split on
+  blanks, ``"`` toggles quoting and ``\\`` escapes the next character;
+* a reply is ``200 result=N [(data)] [key=value ...]``, ``510 ...``, ``511 ...``, a ``520-`` block
+  ending with ``520 End of proper usage.``, and, unless AGISIGHUP=no, an unsolicited ``HANGUP``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from urllib.parse import parse_qsl, urlsplit
+
+# Asterisk reads a command into an 8192-byte buffer; a longer line spills into a second command.
+MAX_COMMAND_BYTES = 8000
+# An honest environment block is about 1 KiB; anything near this cap is hostile or broken.
+MAX_ENV_BYTES = 16 * 1024
+MAX_ENV_LINES = 200
+
+_FORBIDDEN_IN_ARGUMENT = str.maketrans("", "", "\r\n\x00")
+
+
+class AgiProtocolError(Exception):
+    """The peer sent something that is not FastAGI."""
+
+
+class ReplyCode(int, Enum):
+    SUCCESS = 200
+    INVALID_COMMAND = 510
+    DEAD_CHANNEL = 511
+    USAGE = 520
+
+
+@dataclass(frozen=True)
+class AgiEnvironment:
+    """The ``agi_*`` variables Asterisk sends when a call is handed to us."""
+
+    variables: dict[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.variables.get(name, default)
+
+    @property
+    def uniqueid(self) -> str:
+        return self.get("uniqueid")
+
+    @property
+    def channel(self) -> str:
+        return self.get("channel")
+
+    @property
+    def caller_number(self) -> str:
+        number = self.get("callerid")
+        return "" if number == "unknown" else number
+
+    @property
+    def caller_name(self) -> str:
+        name = self.get("calleridname")
+        return "" if name == "unknown" else name
+
+    @property
+    def extension(self) -> str:
+        return self.get("extension")
+
+    @property
+    def language(self) -> str:
+        return self.get("language")
+
+    @property
+    def script(self) -> str:
+        """The script path without its query string, e.g. ``hotline``."""
+        return urlsplit("//x/" + self.get("network_script")).path.lstrip("/")
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string of ``agi://host/script?key=value``."""
+        return dict(parse_qsl(urlsplit("//x/" + self.get("network_script")).query))
+
+
+def parse_environment(raw: bytes) -> AgiEnvironment:
+    """Parse an environment block (without the terminating blank line)."""
+    text = raw.decode("utf-8", errors="replace")
+    variables: dict[str, str] = {}
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.startswith("agi_"):
+            # A raw caller name with a newline can split a line; keep what is well formed.
+            continue
+        variables[name[4:]] = value[1:] if value.startswith(" ") else value
+    return AgiEnvironment(variables)
+
+
+def quote_argument(value: str | int) -> str:
+    """Quote one argument so that res_agi's parser sees exactly one word with this text.
+
+    CR, LF and NUL cannot be represented (they end the command line), so they are removed.
+    """
+    text = str(value).translate(_FORBIDDEN_IN_ARGUMENT)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def encode_command(verb: str, *arguments: str | int) -> bytes:
+    """Build one command line. ``verb`` is ours (a constant), every argument is quoted."""
+    if not re.fullmatch(r"[A-Z]+(?: [A-Z]+)*", verb):
+        raise ValueError(f"not an AGI verb: {verb!r}")
+    line = " ".join([verb, *(quote_argument(a) for a in arguments)]) + "\n"
+    encoded = line.encode("utf-8")
+    if len(encoded) > MAX_COMMAND_BYTES:
+        raise ValueError(f"AGI command of {len(encoded)} bytes exceeds Asterisk's line buffer")
+    return encoded
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply to one command."""
+
+    code: int
+    result: str = ""
+    data: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def result_int(self) -> int | None:
+        try:
+            return int(self.result)
+        except ValueError:
+            return None
+
+
+_RESULT = re.compile(r"^200 result=(\S*)(.*)$")
+_FIELD = r"[A-Za-z_][A-Za-z0-9_]*=(?:\"[^\"]*\"|\S*)"
+_FIELDS = re.compile(rf"^((?:\s+{_FIELD})*)\s*$")
+_ONE_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\"[^\"]*\"|\S*)")
+_DATA_THEN_FIELDS = re.compile(rf"^\s\((.*?)\)((?:\s+{_FIELD})*)\s*$", re.DOTALL)
+
+
+def _parse_fields(text: str) -> dict[str, str]:
+    return {key: value[1:-1] if value.startswith('"') else value for key, value in _ONE_FIELD.findall(text)}
+
+
+def parse_success(line: str, *, data_is_rest: bool = False) -> Reply:
+    """Parse a ``200 result=...`` line.
+
+    ``data_is_rest`` is for replies whose parenthesised data is a free text that runs to the end
+    of the line (GET VARIABLE): a value like ``a) b=c`` must not be read as a field.
+    """
+    match = _RESULT.match(line)
+    if match is None:
+        raise AgiProtocolError(f"malformed 200 reply: {line!r}")
+    result, rest = match.group(1), match.group(2)
+    if not rest.strip():
+        return Reply(ReplyCode.SUCCESS, result, None, {}, line)
+    if rest.startswith(" (") and data_is_rest and rest.endswith(")"):
+        return Reply(ReplyCode.SUCCESS, result, rest[2:-1], {}, line)
+    with_data = _DATA_THEN_FIELDS.match(rest)
+    if with_data is not None:
+        return Reply(ReplyCode.SUCCESS, result, with_data.group(1), _parse_fields(with_data.group(2)), line)
+    if _FIELDS.match(rest):
+        return Reply(ReplyCode.SUCCESS, result, None, _parse_fields(rest), line)
+    raise AgiProtocolError(f"malformed 200 reply: {line!r}")
+
+
+class LineKind(Enum):
+    REPLY = "reply"
+    USAGE_START = "usage_start"
+    HANGUP = "hangup"
+
+
+def classify_line(line: str) -> LineKind:
+    """What a line read between commands is: a reply, the start of a 520 block, or HANGUP."""
+    if line == "HANGUP":
+        return LineKind.HANGUP
+    if line.startswith("520-"):
+        return LineKind.USAGE_START
+    if line[:3].isdigit():
+        return LineKind.REPLY
+    raise AgiProtocolError(f"unexpected line from Asterisk: {line[:80]!r}")
+
+
+def parse_reply(line: str, *, data_is_rest: bool = False) -> Reply:
+    """Parse a one-line reply: 200, 510, 511 or a single-line 520."""
+    code = int(line[:3])
+    if code == ReplyCode.SUCCESS:
+        return parse_success(line, data_is_rest=data_is_rest)
+    return Reply(code, "", None, {}, line)
+
+
+def is_usage_end(line: str) -> bool:
+    return line.startswith("520 ")

@@ -1,0 +1,133 @@
+"""The composition root: the one place where the hotline's components are built and wired.
+
+Start order: local services (Redis, Asterisk) -> stores -> FastAGI -> AMI -> web. Stop runs in
+reverse: FastAGI stops accepting and drains calls first (killed sessions still reach a queue
+through the dialplan's fallback), then AMI, web and the owned background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ivr.agi.server import FastAgiServer
+from ivr.calls import CallHandlers, CallStates
+from ivr.config import Settings
+from ivr.menu.engine import MenuEngine
+from ivr.menu.loader import load_menu
+from ivr.menu.schema import Menu
+from ivr.outcomes import OutcomeStore
+from ivr.prompts import PromptLibrary, build_prompts
+from ivr.services import LocalPbx, LocalRedis, local_ami_secret
+from ivr.web import build_web_app
+from routing.ami import AmiClient
+from routing.customers import CustomerDirectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hotline:
+    settings: Settings
+    menu: Menu | None = None
+    redis: Redis | None = None
+    local_redis: LocalRedis | None = None
+    pbx: LocalPbx | None = None
+    agi: FastAgiServer | None = None
+    ami: AmiClient | None = None
+    outcomes: OutcomeStore | None = None
+    directory: CustomerDirectory | None = None
+    states: CallStates | None = None
+    _web_runner: web.AppRunner | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def ami_secret(self) -> str:
+        return self.settings.ami_secret or local_ami_secret(self.settings.state_dir)
+
+    def current_menu(self) -> Menu:
+        assert self.menu is not None
+        return self.menu
+
+    async def start(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.menu = load_menu(s.menu)  # a broken menu stops the start with file:line:col
+
+        redis_url = s.redis_url
+        if s.local_redis and not redis_url:
+            self.local_redis = LocalRedis(s.redis_port, s.state_dir / "redis")
+            await self.local_redis.start()
+            redis_url = self.local_redis.url
+        self.redis = Redis.from_url(
+            redis_url or "redis://127.0.0.1:6379/0", socket_connect_timeout=1.0, socket_timeout=2.0
+        )
+        self.outcomes = OutcomeStore(self.redis, s.outcome_journal)
+        self.directory = CustomerDirectory(self.redis, timeout=s.customer_lookup_timeout)
+        self.states = CallStates(self.redis)
+
+        asterisk_prompts = s.asterisk_prompts_dir
+        if s.local_pbx:
+            await asyncio.to_thread(build_prompts, self.menu, s.built_prompts_dir)
+            self.pbx = LocalPbx(
+                s.pbx_name,
+                ami_port=s.ami_port,
+                ami_user=s.ami_user,
+                ami_secret=self.ami_secret,
+                agi_host=s.agi_host,
+                agi_port=s.agi_port,
+                sip_port=s.sip_port,
+                prompts_dir=s.built_prompts_dir,
+            )
+            asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
+        prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
+
+        states = self.states
+        handlers = CallHandlers(
+            self.current_menu,
+            lambda menu: MenuEngine(menu, prompts, on_step=states.checkpoint),
+            self.directory,
+            self.states,
+            self.outcomes,
+        )
+        self.agi = FastAgiServer(
+            {"hotline": handlers.hotline, "finish": handlers.finish},
+            host=s.agi_host,
+            port=s.agi_port,
+            command_timeout=s.agi_command_timeout,
+            allowed_peers=s.agi_allowed_peers,
+        )
+        await self.agi.start()
+        if self.pbx is not None:
+            await self.pbx.start()
+
+        self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret)
+        await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))
+
+        self._web_runner = web.AppRunner(build_web_app(self))
+        await self._web_runner.setup()
+        await web.TCPSite(self._web_runner, s.web_host, s.web_port).start()
+        log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/", s.agi_host, self.agi.port, s.web_host, s.web_port)
+
+    async def stop(self, *, stop_pbx: bool = True) -> None:
+        if self.agi is not None:
+            await self.agi.stop(self.settings.drain_timeout)
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+        if self.ami is not None:
+            await self.ami.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.pbx is not None and stop_pbx:
+            await self.pbx.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.local_redis is not None:
+            await self.local_redis.stop()

@@ -1,0 +1,246 @@
+"""The two FastAGI entry points of a call: ``hotline`` (the IVR) and ``finish`` (its hangup handler).
+
+``hotline`` looks the caller up, walks the menu and tells the dialplan what to do next through
+channel variables; the dialplan does the queueing. ``finish`` runs from the channel's hangup
+handler, whatever happened before (self-service, queue, controller crash, dialplan fallback), and
+writes the call's one outcome record from what the IVR learned plus what Asterisk's variables say.
+What the IVR learned is kept in memory and mirrored to Redis, so a restarted controller can still
+finish a call that an earlier process started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ivr import variables as v
+from ivr.agi.channel import Channel, ChannelHangup
+from ivr.menu.engine import CallContext, MenuEngine, Routed, SelfServed
+from ivr.menu.schema import CustomerClass, Menu
+from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
+from routing.customers import CustomerDirectory, mask_number, normalize_number
+
+log = logging.getLogger(__name__)
+
+CALL_STATE_KEY = "hotline:call:{uniqueid}"
+CALL_STATE_TTL = 24 * 3600
+
+
+class CallStates:
+    """Calls in progress: in memory, mirrored to Redis best-effort."""
+
+    def __init__(self, redis: Redis, *, timeout: float = 0.2) -> None:
+        self._redis = redis
+        self._timeout = timeout
+        self._live: dict[str, CallContext] = {}
+        self._ivr_ended: dict[str, str] = {}  # uniqueid -> how the IVR part ended
+
+    def add(self, call: CallContext) -> None:
+        self._live[call.uniqueid] = call
+
+    def mark_ended(self, call: CallContext, how: str) -> None:
+        self._ivr_ended[call.uniqueid] = how
+
+    async def checkpoint(self, call: CallContext, ended: str | None = None) -> None:
+        state = dataclasses.asdict(call)
+        state["customer_class"] = call.customer_class.value
+        state["ivr_ended"] = ended or self._ivr_ended.get(call.uniqueid)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(
+                    CALL_STATE_KEY.format(uniqueid=call.uniqueid), json.dumps(state), ex=CALL_STATE_TTL
+                )
+        except (TimeoutError, RedisError, OSError):
+            pass  # memory still has it; only a controller restart would miss it
+
+    async def take(self, uniqueid: str) -> tuple[CallContext | None, str | None]:
+        """Remove and return a call's context and how its IVR part ended."""
+        call = self._live.pop(uniqueid, None)
+        ended = self._ivr_ended.pop(uniqueid, None)
+        if call is None:
+            try:
+                async with asyncio.timeout(self._timeout * 5):
+                    raw = await self._redis.get(CALL_STATE_KEY.format(uniqueid=uniqueid))
+            except (TimeoutError, RedisError, OSError):
+                raw = None
+            if raw:
+                state = json.loads(raw)
+                ended = state.pop("ivr_ended", None)
+                state["customer_class"] = CustomerClass(state["customer_class"])
+                known = {f.name for f in dataclasses.fields(CallContext)}
+                call = CallContext(**{k: val for k, val in state.items() if k in known})
+        return call, ended
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def build_outcome(
+    uniqueid: str,
+    caller: str,
+    call: CallContext | None,
+    ivr_ended: str | None,
+    channel_vars: dict[str, str | None],
+    menu: Menu,
+    ended_at: float,
+) -> OutcomeRecord:
+    """Decide the disposition and timings from the IVR's view plus Asterisk's variables."""
+    var = channel_vars.get
+    agent = var(v.MEMBER_NAME) or var(v.MEMBER_INTERFACE) or None
+    queued_at = _seconds(var(v.QUEUED_AT))
+    hold = _seconds(var(v.HOLD_TIME))
+    queue = var(v.QUEUE_NAME) or var(v.QUEUE) or None
+    fallback = var(v.FALLBACK) or None
+    status = var(v.QUEUE_STATUS) or None
+    reached_queue = var(v.DONE) == v.DONE_ROUTE or fallback is not None
+    fallback_reason = (call.fallback_reason if call else None) or (f"dialplan:{fallback}" if fallback else None)
+    if (call and call.fallback_reason) and queue is None:
+        queue = menu.fallback_queue
+
+    answered_at = talk = wait = None
+    if agent:
+        disposition = Disposition.FALLBACK if fallback_reason else Disposition.ANSWERED
+        if queued_at is not None and hold is not None:
+            answered_at = queued_at + hold
+            talk = max(0.0, round(ended_at - answered_at, 3))
+        wait = hold
+    elif reached_queue:
+        if var(v.ABANDONED) != "TRUE" and status in v.QUEUE_NOT_JOINED:
+            disposition = Disposition.FAILED
+        else:
+            disposition = Disposition.FALLBACK if fallback_reason else Disposition.ABANDONED_QUEUE
+        if queued_at is not None:
+            wait = max(0.0, round(ended_at - queued_at, 3))
+    elif var(v.DONE) == v.DONE_HANGUP or ivr_ended == "self_served":
+        disposition = Disposition.SELF_SERVED
+    elif call is not None and ivr_ended == "caller_hangup":
+        disposition = Disposition.ABANDONED_IVR
+    elif call is not None and ivr_ended is None:
+        # The IVR never said how it ended and the dialplan did not queue: the caller left
+        # while the controller was still working on the call.
+        disposition = Disposition.ABANDONED_IVR
+    else:
+        disposition = Disposition.FAILED
+
+    priority = var(v.PRIORITY)
+    return OutcomeRecord(
+        uniqueid=uniqueid,
+        disposition=disposition,
+        caller=call.caller_number if call else caller,
+        caller_name=call.caller_name if call else "",
+        customer_class=(call.customer_class.value if call else (var(v.CUSTOMER_CLASS) or "public")),
+        language=call.language if call else "",
+        menu=menu.name,
+        menu_path=list(call.path) if call else [],
+        inputs=dict(call.inputs) if call else {},
+        skill=var(v.SKILL) or None,
+        queue=queue,
+        priority=int(priority) if priority and priority.isdigit() else None,
+        agent=agent,
+        wait_seconds=wait,
+        talk_seconds=talk,
+        fallback_reason=fallback_reason,
+        queue_status=status,
+        started_at=call.started_at if call else None,
+        queued_at=queued_at,
+        answered_at=answered_at,
+        ended_at=ended_at,
+    )
+
+
+class CallHandlers:
+    def __init__(
+        self,
+        menu: Callable[[], Menu],
+        engine: Callable[[Menu], MenuEngine],
+        directory: CustomerDirectory,
+        states: CallStates,
+        outcomes: OutcomeStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._menu = menu
+        self._engine = engine
+        self._directory = directory
+        self._states = states
+        self._outcomes = outcomes
+        self._clock = clock
+
+    async def hotline(self, channel: Channel) -> None:
+        """The IVR: from the caller's first second to handing them to a queue or hanging up."""
+        menu = self._menu()  # one version for the whole call, even if a new one is published
+        env = channel.env
+        number = normalize_number(env.caller_number)
+        customer = await self._directory.lookup(number)
+        language = customer.language if customer.language in menu.languages else menu.default_language
+        call = CallContext(
+            uniqueid=env.uniqueid,
+            caller_number=number,
+            caller_name=env.caller_name[:80],
+            customer_class=customer.customer_class,
+            language=language,
+            customer_name=customer.name,
+            account=customer.account,
+            started_at=self._clock(),
+        )
+        self._states.add(call)
+        log.info(
+            "call %s from %s (%s) entered the IVR", call.uniqueid, mask_number(number), customer.customer_class.value
+        )
+        try:
+            # Set the class's priority first: should anything fail from here on, the dialplan's
+            # fallback queue still serves key accounts first.
+            await channel.set_variable(v.PRIORITY, menu.priority_for(customer.customer_class))
+            await channel.set_variable(v.CUSTOMER_CLASS, customer.customer_class.value)
+            await channel.set_variable(v.LANGUAGE, language)
+            await channel.answer()
+            ending = await self._engine(menu).run(channel, call)
+        except ChannelHangup:
+            self._states.mark_ended(call, "caller_hangup")
+            await self._states.checkpoint(call)
+            raise
+        if isinstance(ending, Routed):
+            self._states.mark_ended(call, "routed")
+            await self._states.checkpoint(call)
+            await channel.set_variable(v.SKILL, ending.skill)
+            await channel.set_variable(v.QUEUE, ending.queue)
+            await channel.set_variable(v.PRIORITY, ending.priority)
+            await channel.set_variable(v.DONE, v.DONE_ROUTE)
+        elif isinstance(ending, SelfServed):
+            self._states.mark_ended(call, "self_served")
+            await self._states.checkpoint(call)
+            await channel.set_variable(v.DONE, v.DONE_HANGUP)
+            await channel.hangup()
+
+    async def finish(self, channel: Channel) -> None:
+        """The hangup handler: write the call's outcome record. Runs on a dead channel."""
+        uniqueid = channel.env.uniqueid
+        values: dict[str, str | None] = {}
+        for name in v.FINISH_VARIABLES:
+            values[name] = await channel.get_variable(name)
+        call, ended = await self._states.take(uniqueid)
+        record = build_outcome(
+            uniqueid,
+            normalize_number(channel.env.caller_number),
+            call,
+            ended,
+            values,
+            self._menu(),
+            self._clock(),
+        )
+        created = await self._outcomes.save(record)
+        log.info("call %s ended: %s%s", uniqueid, record.disposition.value, "" if created else " (duplicate ignored)")

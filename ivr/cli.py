@@ -1,0 +1,294 @@
+"""The ``hotline`` command: thin entry points over the components (logic lives elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from ivr.agi.channel import DTMF_DIGITS
+from ivr.config import Settings, load_settings
+from ivr.menu.loader import MenuError, load_menu
+from ivr.menu.schema import CustomerClass
+from ivr.outcomes import OutcomeRecord, OutcomeStore
+from ivr.prompts import PromptBuildError, build_prompts
+from ivr.services import local_ami_secret
+from routing.ami import AmiClient, AmiError
+from routing.customers import Customer, CustomerDirectory, normalize_number
+
+log = logging.getLogger("hotline")
+
+ENTRY_CONTEXT = "hotline-inbound"
+ENTRY_EXTENSION = "10000"
+TEST_CALLER = "Local/s@hotline-test-caller"
+
+
+def _redis_url(settings: Settings) -> str:
+    return settings.redis_url or f"redis://127.0.0.1:{settings.redis_port}/0"
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+async def _serve(settings: Settings) -> int:
+    from ivr.app import Hotline
+
+    hotline = Hotline(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hotline.start()
+        print(
+            f"hotline is up: call it with `hotline dial --from 13800000000 --keys 1 1`; "
+            f"recent calls at http://{settings.web_host}:{settings.web_port}/",
+            flush=True,
+        )
+        await stop.wait()
+        print("stopping: draining calls in progress ...", flush=True)
+    finally:
+        await hotline.stop()
+    return 0
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def _check(paths: list[str]) -> int:
+    status = 0
+    for path in paths:
+        try:
+            menu = load_menu(path)
+        except MenuError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            status = 1
+            continue
+        print(
+            f"{path}: ok ({len(menu.nodes)} nodes, {len(menu.prompts)} prompts, languages {', '.join(menu.languages)})"
+        )
+    return status
+
+
+# -- dial -------------------------------------------------------------------------------------
+
+
+async def _dial(
+    settings: Settings, number: str, name: str, keys: list[str], gap: float, hold: float, wait: float, as_json: bool
+) -> int:
+    key_string = "".join(keys)
+    if any(k not in DTMF_DIGITS for k in key_string):
+        print(f"--keys takes DTMF keys (0-9 * # A-D), got {key_string!r}", file=sys.stderr)
+        return 2
+    ami = AmiClient(
+        settings.ami_host,
+        settings.ami_port,
+        settings.ami_user,
+        settings.ami_secret or local_ami_secret(settings.state_dir),
+    )
+    redis = Redis.from_url(_redis_url(settings))
+    outcomes = OutcomeStore(redis, settings.outcome_journal)
+    try:
+        await ami.start()
+        try:
+            await ami.wait_ready(10)
+        except TimeoutError:
+            print(
+                f"cannot reach Asterisk's AMI at {settings.ami_host}:{settings.ami_port}: is `hotline serve` running?",
+                file=sys.stderr,
+            )
+            return 1
+        uniqueid = f"dial-{uuid.uuid4().hex[:12]}"
+        caller_id = f'"{name}" <{number}>' if name else f"<{number}>"
+        result = await ami.originate(
+            TEST_CALLER,
+            context=ENTRY_CONTEXT,
+            exten=ENTRY_EXTENSION,
+            caller_id=caller_id,
+            variables={"__CALLER_KEYS": key_string, "__CALLER_GAP": str(gap), "__CALLER_HOLD": str(hold)},
+            channel_id=uniqueid,
+            other_channel_id=f"{uniqueid}-caller",
+        )
+        if not result.success:
+            print(f"the call could not be placed: {result.reason}", file=sys.stderr)
+            return 1
+        print(
+            f"calling {ENTRY_EXTENSION} from {number} (uniqueid {uniqueid}), "
+            f"pressing {' '.join(key_string) or 'nothing'} ...",
+            file=sys.stderr,
+        )
+        deadline = time.monotonic() + wait
+        record: OutcomeRecord | None = None
+        while time.monotonic() < deadline:
+            record = await outcomes.get(uniqueid)
+            if record is not None:
+                break
+            await asyncio.sleep(0.5)
+        if record is None:
+            print(f"no outcome within {wait:.0f}s (the call may still be waiting in a queue)", file=sys.stderr)
+            return 1
+        print(record.to_json() if as_json else _describe(record))
+        return 0
+    except AmiError as exc:
+        print(f"AMI error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await ami.close()
+        await redis.aclose()
+
+
+def _describe(record: OutcomeRecord) -> str:
+    lines = [
+        f"outcome      {record.disposition.value}",
+        f"caller       {record.caller} ({record.customer_class}, {record.language})",
+        f"menu path    {' > '.join(record.menu_path) or '-'}",
+    ]
+    if record.inputs:
+        lines.append("inputs       " + ", ".join(f"{k}={v}" for k, v in record.inputs.items()))
+    if record.queue:
+        lines.append(f"queue        {record.queue} (priority {record.priority})")
+    if record.agent:
+        lines.append(f"agent        {record.agent}, waited {record.wait_seconds}s, talked {record.talk_seconds}s")
+    if record.fallback_reason:
+        lines.append(f"fallback     {record.fallback_reason}")
+    return "\n".join(lines)
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+
+async def _calls(settings: Settings, count: int, as_json: bool) -> int:
+    redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
+    try:
+        records = await OutcomeStore(redis, settings.outcome_journal).recent(count)
+    except OSError as exc:
+        print(f"cannot read outcomes from Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    for record in records:
+        if as_json:
+            print(record.to_json())
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.ended_at or 0))
+            print(
+                f"{when}  {record.uniqueid:<28} {record.caller:<16} {record.customer_class:<9} "
+                f"{record.disposition.value:<16} {record.queue or '-':<20} {' > '.join(record.menu_path)}"
+            )
+    return 0
+
+
+# -- customers --------------------------------------------------------------------------------
+
+
+async def _customer_add(
+    settings: Settings, number: str, customer_class: str, name: str, account: str, language: str | None
+) -> int:
+    redis = Redis.from_url(_redis_url(settings))
+    try:
+        customer = Customer(normalize_number(number), CustomerClass(customer_class), name, account, language, True)
+        await CustomerDirectory(redis).save(customer)
+        print(f"saved {customer.number} as {customer.customer_class.value}")
+    finally:
+        await redis.aclose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hotline", description="IVR and call routing for telecom hotlines")
+    parser.add_argument("--config", help="TOML settings file (HOTLINE_* variables override it)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the hotline (FastAGI + AMI + web; local Redis and Asterisk by default)")
+    serve.add_argument("--menu", type=Path)
+
+    check = sub.add_parser("check", help="validate menu files")
+    check.add_argument("menus", nargs="+")
+
+    dial = sub.add_parser("dial", help="place a real test call through Asterisk and print its outcome")
+    dial.add_argument("--from", dest="number", required=True)
+    dial.add_argument("--name", default="")
+    dial.add_argument("--keys", nargs="*", default=[])
+    dial.add_argument("--gap", type=float, default=2.0, help="seconds between keys")
+    dial.add_argument("--hold", type=float, default=30.0, help="seconds to stay on the line after the keys")
+    dial.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the outcome")
+    dial.add_argument("--json", action="store_true")
+
+    calls = sub.add_parser("calls", help="recent call outcome records")
+    calls.add_argument("--json", action="store_true", help="one JSON object per line")
+    calls.add_argument("-n", type=int, default=20)
+
+    prompts = sub.add_parser("prompts", help="prompt audio")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)
+    build = prompts_sub.add_parser("build", help="synthesize the menu's prompts (espeak-ng, 8 kHz mono WAV)")
+    build.add_argument("--menu", type=Path)
+    build.add_argument("--out", type=Path)
+    build.add_argument("--force", action="store_true")
+
+    customers = sub.add_parser("customers", help="customer data")
+    customers_sub = customers.add_subparsers(dest="customers_command", required=True)
+    add = customers_sub.add_parser("add", help="add or update one customer")
+    add.add_argument("number")
+    add.add_argument("--class", dest="customer_class", choices=[c.value for c in CustomerClass], default="public")
+    add.add_argument("--name", default="")
+    add.add_argument("--account", default="")
+    add.add_argument("--language")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings(args.config, **({"menu": args.menu} if getattr(args, "menu", None) else {}))
+
+    if args.command == "check":
+        return _check(args.menus)
+    if args.command == "serve":
+        try:
+            return asyncio.run(_serve(settings))
+        except MenuError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    if args.command == "dial":
+        return asyncio.run(
+            _dial(
+                settings,
+                normalize_number(args.number) or args.number,
+                args.name,
+                args.keys,
+                args.gap,
+                args.hold,
+                args.wait,
+                args.json,
+            )
+        )
+    if args.command == "calls":
+        return asyncio.run(_calls(settings, args.n, args.json))
+    if args.command == "prompts":
+        try:
+            menu = load_menu(settings.menu)
+            made = build_prompts(menu, args.out or settings.built_prompts_dir, force=args.force)
+        except (MenuError, PromptBuildError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
+        return 0
+    if args.command == "customers":
+        return asyncio.run(
+            _customer_add(settings, args.number, args.customer_class, args.name, args.account, args.language)
+        )
+    return 2
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,84 @@
+"""Settings: defaults that run the bundled sample locally, a TOML file, then HOTLINE_* variables.
+
+Precedence (highest first): values passed in code (tests), HOTLINE_* environment variables, the TOML file named by
+``--config`` or HOTLINE_CONFIG, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MENU = Path(__file__).resolve().parent / "samples" / "hotline-10000.yaml"
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "hotline"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="forbid")
+
+    menu: Path = SAMPLE_MENU
+    state_dir: Path = Field(default_factory=_default_state_dir)
+
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    agi_allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
+    agi_command_timeout: float = 10.0
+
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "hotline"
+    ami_secret: str = ""  # empty with local_pbx: one is generated and kept in state_dir
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+    redis_url: str = ""  # empty with local_redis: the project's own redis-server
+    redis_port: int = 6390  # port of the project's own redis-server
+
+    local_pbx: bool = True  # start Asterisk from the cached chroot (asterisk/hotline-pbx)
+    local_redis: bool = True
+    pbx_name: str = "hotline"
+    sip_port: int = 5060
+
+    prompts_dir: Path | None = None  # where built prompts are written (default state_dir/prompts)
+    asterisk_prompts_dir: str = ""  # the same folder as Asterisk sees it (default: the local PBX's)
+
+    customer_lookup_timeout: float = 1.0
+    drain_timeout: float = 10.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("HOTLINE_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def built_prompts_dir(self) -> Path:
+        return self.prompts_dir or self.state_dir / "prompts"
+
+    @property
+    def outcome_journal(self) -> Path:
+        return self.state_dir / "outcomes.journal"
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    if config_file:
+        os.environ["HOTLINE_CONFIG"] = config_file
+    return Settings(**overrides)

@@ -1,0 +1,271 @@
+"""Walks a menu tree for one call, through the typed channel API only.
+
+One coroutine per call: :meth:`MenuEngine.run` returns how the menu ended (a route or a
+self-service hangup) and leaves the channel-side consequences (variables for the dialplan, the
+outcome record) to the call handler. A caller hanging up surfaces as ``ChannelHangup``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from ivr.agi.channel import DTMF_DIGITS
+from ivr.menu.graph import fallback_of
+from ivr.menu.schema import (
+    BranchNode,
+    Condition,
+    CustomerClass,
+    GotoNode,
+    HangupNode,
+    InputNode,
+    LanguageNode,
+    Menu,
+    MenuNode,
+    PlayNode,
+    RouteNode,
+)
+
+log = logging.getLogger(__name__)
+
+ALL_KEYS = "0123456789*#"
+MAX_STEPS = 500  # far above any real walk; stops a menu bug from holding a caller forever
+
+
+class Voice(Protocol):
+    """What the engine needs from a channel (``ivr.agi.channel.Channel`` provides it)."""
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str | None: ...
+    async def wait_for_digit(self, timeout_ms: int) -> str | None: ...
+    async def set_variable(self, name: str, value: str | int) -> None: ...
+
+
+class PromptPaths(Protocol):
+    def path(self, prompt_id: str, language: str) -> str: ...
+
+
+@dataclass
+class CallContext:
+    """What the IVR knows and has learned about one call."""
+
+    uniqueid: str
+    caller_number: str
+    caller_name: str
+    customer_class: CustomerClass
+    language: str
+    customer_name: str = ""
+    account: str = ""
+    started_at: float = 0.0
+    variables: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # as recorded: sensitive ones masked
+    path: list[str] = field(default_factory=list)
+    fallback_reason: str | None = None
+    menu_stack: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Routed:
+    skill: str
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class SelfServed:
+    node: str
+
+
+Ending = Routed | SelfServed
+
+
+class MenuBug(Exception):
+    """The menu walked somewhere a validated menu cannot go (kept as a guard, not a flow)."""
+
+
+def mask(value: str) -> str:
+    return "*" * len(value)
+
+
+class MenuEngine:
+    def __init__(
+        self,
+        menu: Menu,
+        prompts: PromptPaths,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_step: Callable[[CallContext], Awaitable[None]] | None = None,
+    ) -> None:
+        self.menu = menu
+        self._prompts = prompts
+        self._now = now
+        self._on_step = on_step
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _prompt(self, prompt_id: str, call: CallContext) -> str:
+        return self._prompts.path(prompt_id, call.language)
+
+    async def _ask(self, voice: Voice, call: CallContext, prompt_id: str, timeout: float) -> str | None:
+        """Play a prompt any key interrupts; then wait for a key."""
+        digit = await voice.stream_file(self._prompt(prompt_id, call), ALL_KEYS)
+        if digit is None:
+            digit = await voice.wait_for_digit(int(timeout * 1000))
+        return digit
+
+    def is_open(self) -> bool:
+        hours = self.menu.business_hours
+        if hours is None:
+            return True
+        local = self._now().astimezone(ZoneInfo(hours.timezone))
+        if local.date() in hours.holidays:
+            return False
+        weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+        moment = local.time().replace(tzinfo=None)
+        return any(start <= moment < end for start, end in hours.spans(weekday))
+
+    def _holds(self, condition: Condition, call: CallContext) -> bool:
+        if condition.customer_class is not None and call.customer_class not in condition.customer_class:
+            return False
+        if condition.language is not None and call.language not in condition.language:
+            return False
+        if condition.business_hours is not None and self.is_open() != condition.business_hours:
+            return False
+        if condition.variable is not None:
+            value = call.variables.get(condition.variable)
+            if condition.equals is None and condition.matches is None:
+                return bool(value)
+            if value is None:
+                return False
+            if condition.equals is not None and value != condition.equals:
+                return False
+            if condition.matches is not None and re.fullmatch(condition.matches, value) is None:
+                return False
+        return True
+
+    # -- node types ------------------------------------------------------------------------
+
+    async def _menu(self, voice: Voice, call: CallContext, node_id: str, node: MenuNode) -> str:
+        if not call.menu_stack or call.menu_stack[-1] != node_id:
+            call.menu_stack.append(node_id)
+        pending: str | None = None
+        failure = "no_input"
+        for attempt in range(node.retries):
+            digit = pending if pending is not None else await self._ask(voice, call, node.prompt, node.timeout)
+            pending = None
+            if digit is not None and digit in node.options:
+                return node.options[digit]
+            failure = "no_input" if digit is None else "invalid_input"
+            error_prompt = (
+                (node.no_input_prompt or self.menu.defaults.no_input_prompt)
+                if digit is None
+                else (node.invalid_prompt or self.menu.defaults.invalid_prompt)
+            )
+            last = attempt + 1 == node.retries
+            if error_prompt:
+                # A key pressed during the apology counts as the next try.
+                pending = await voice.stream_file(self._prompt(error_prompt, call), "" if last else ALL_KEYS)
+        return self._fallback(call, node_id, node, failure)
+
+    def _fallback(self, call: CallContext, node_id: str, node: MenuNode | InputNode, failure: str) -> str:
+        target = fallback_of(self.menu, node)
+        if target is None:
+            raise MenuBug(f"{node_id} has no fallback")
+        call.fallback_reason = failure
+        return target
+
+    async def _input(self, voice: Voice, call: CallContext, node_id: str, node: InputNode) -> str:
+        failure = "no_input"
+        allowed = "0123456789" + "".join(k for k in "*#" if k != node.terminator)
+        for attempt in range(node.retries):
+            first = await self._ask(voice, call, node.prompt, node.timeout)
+            digits = ""
+            if first is not None and first != node.terminator:
+                digits = first
+                while len(digits) < node.max_digits:
+                    more = await voice.wait_for_digit(int(node.digit_timeout * 1000))
+                    if more is None or more == node.terminator:
+                        break
+                    digits += more
+            valid = (
+                node.min_digits <= len(digits) <= node.max_digits
+                and all(d in allowed for d in digits)
+                and (node.pattern is None or re.fullmatch(node.pattern, digits) is not None)
+            )
+            if valid:
+                call.variables[node.variable] = digits
+                call.inputs[node.variable] = mask(digits) if node.sensitive else digits
+                return self._require(node.next, node_id)
+            failure = "no_input" if first is None else "invalid_input"
+            error_prompt = (
+                (node.no_input_prompt or self.menu.defaults.no_input_prompt)
+                if first is None
+                else (node.invalid_prompt or self.menu.defaults.invalid_prompt)
+            )
+            if error_prompt and attempt + 1 < node.retries:
+                await voice.stream_file(self._prompt(error_prompt, call))
+        return self._fallback(call, node_id, node, failure)
+
+    async def _language(self, voice: Voice, call: CallContext, node_id: str, node: LanguageNode) -> str:
+        digit = await voice.stream_file(self._prompt(node.prompt, call), "".join(node.options))
+        if digit is None:
+            digit = await voice.wait_for_digit(int(node.timeout * 1000))
+        if digit is not None and digit in node.options:
+            call.language = node.options[digit]
+            # Asterisk's own SAY NUMBER/DIGITS follow the channel language.
+            await voice.set_variable("CHANNEL(language)", call.language)
+        return self._require(node.next, node_id)
+
+    @staticmethod
+    def _require(target: str | None, node_id: str) -> str:
+        if target is None:
+            raise MenuBug(f"dead end at {node_id}")
+        return target
+
+    def _back(self, call: CallContext) -> str:
+        if call.menu_stack:
+            call.menu_stack.pop()  # the menu we are leaving
+        return call.menu_stack[-1] if call.menu_stack else self.menu.start
+
+    # -- the walk --------------------------------------------------------------------------
+
+    async def run(self, voice: Voice, call: CallContext) -> Ending:
+        node_id = self.menu.start
+        for _ in range(MAX_STEPS):
+            node = self.menu.nodes[node_id]
+            call.path.append(node_id)
+            if self._on_step is not None:
+                await self._on_step(call)
+            if isinstance(node, MenuNode):
+                node_id = await self._menu(voice, call, node_id, node)
+            elif isinstance(node, PlayNode):
+                for prompt in node.prompts:
+                    await voice.stream_file(self._prompt(prompt, call))
+                node_id = self._require(node.next, node_id)
+            elif isinstance(node, InputNode):
+                node_id = await self._input(voice, call, node_id, node)
+            elif isinstance(node, LanguageNode):
+                node_id = await self._language(voice, call, node_id, node)
+            elif isinstance(node, BranchNode):
+                node_id = next((c.goto for c in node.cases if self._holds(c.when, call)), node.default)
+            elif isinstance(node, GotoNode):
+                node_id = self._back(call) if node.back else self._require(node.target, node_id)
+            elif isinstance(node, RouteNode):
+                if node.announce:
+                    await voice.stream_file(self._prompt(node.announce, call))
+                priority = node.priority if node.priority is not None else self.menu.priority_for(call.customer_class)
+                return Routed(node.skill, self.menu.skills[node.skill], priority)
+            elif isinstance(node, HangupNode):
+                if node.prompt:
+                    await voice.stream_file(self._prompt(node.prompt, call))
+                return SelfServed(node_id)
+            else:  # pragma: no cover - the schema admits no other type
+                raise MenuBug(f"unknown node type at {node_id}")
+        raise MenuBug(f"more than {MAX_STEPS} steps without an ending")
+
+
+__all__ = ["DTMF_DIGITS", "CallContext", "Ending", "MenuBug", "MenuEngine", "Routed", "SelfServed"]

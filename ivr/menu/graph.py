@@ -1,0 +1,144 @@
+"""Checks a schema cannot express: the menu as a graph, and what its nodes refer to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ivr.menu.schema import (
+    INPUT_NODES,
+    BranchNode,
+    GotoNode,
+    HangupNode,
+    InputNode,
+    LanguageNode,
+    Menu,
+    MenuNode,
+    PlayNode,
+    RouteNode,
+)
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def fallback_of(menu: Menu, node: MenuNode | InputNode) -> str | None:
+    return node.fallback or menu.defaults.fallback
+
+
+def edges(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path of the field, target node) for every static transition out of a node."""
+    node = menu.nodes[node_id]
+    base: tuple[str | int, ...] = ("nodes", node_id)
+    if isinstance(node, MenuNode):
+        for key, target in node.options.items():
+            yield (*base, "options", key), target
+        fallback = fallback_of(menu, node)
+        if fallback:
+            yield (*base, "fallback"), fallback
+    elif isinstance(node, InputNode):
+        if node.next:
+            yield (*base, "next"), node.next
+        fallback = fallback_of(menu, node)
+        if fallback:
+            yield (*base, "fallback"), fallback
+    elif isinstance(node, (PlayNode, LanguageNode)):
+        if node.next:
+            yield (*base, "next"), node.next
+    elif isinstance(node, BranchNode):
+        for i, case in enumerate(node.cases):
+            yield (*base, "cases", i, "goto"), case.goto
+        yield (*base, "default"), node.default
+    elif isinstance(node, GotoNode) and node.target:
+        yield (*base, "target"), node.target
+
+
+def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    node = menu.nodes[node_id]
+    base: tuple[str | int, ...] = ("nodes", node_id)
+    if isinstance(node, PlayNode):
+        for i, prompt in enumerate(node.prompts):
+            yield (*base, "prompts", i), prompt
+        return
+    for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce"):
+        value = getattr(node, field, None)
+        if value:
+            yield (*base, field), value
+    if isinstance(node, (MenuNode, InputNode)):
+        for field in ("invalid_prompt", "no_input_prompt"):
+            if getattr(node, field) is None and getattr(menu.defaults, field):
+                yield ("defaults", field), getattr(menu.defaults, field)
+
+
+def _loops_without_input(menu: Menu) -> list[list[str]]:
+    """Cycles made only of nodes that never wait for the caller: the call would spin forever."""
+    silent = {nid for nid, node in menu.nodes.items() if not isinstance(node, INPUT_NODES)}
+    graph = {nid: [t for _, t in edges(menu, nid) if t in silent] for nid in silent}
+    colour: dict[str, int] = {}
+    loops: list[list[str]] = []
+    stack: list[str] = []
+
+    def visit(nid: str) -> None:
+        colour[nid] = 1
+        stack.append(nid)
+        for target in graph[nid]:
+            if colour.get(target) == 1:
+                loops.append([*stack[stack.index(target) :], target])
+            elif target not in colour:
+                visit(target)
+        stack.pop()
+        colour[nid] = 2
+
+    for nid in sorted(silent):
+        if nid not in colour:
+            visit(nid)
+    return loops
+
+
+def check_graph(menu: Menu) -> list[Problem]:
+    problems: list[Problem] = []
+    if menu.start not in menu.nodes:
+        problems.append((("start",), f"start node {menu.start!r} does not exist"))
+    if menu.defaults.fallback and menu.defaults.fallback not in menu.nodes:
+        problems.append((("defaults", "fallback"), f"unknown node {menu.defaults.fallback!r}"))
+
+    for nid, node in menu.nodes.items():
+        for path, target in edges(menu, nid):
+            if target not in menu.nodes:
+                problems.append((path, f"unknown node {target!r}"))
+        if isinstance(node, (PlayNode, InputNode, LanguageNode)) and node.next is None:
+            problems.append((("nodes", nid), f"dead end: {node.type} node {nid!r} has no next"))
+        if isinstance(node, (MenuNode, InputNode)) and fallback_of(menu, node) is None:
+            problems.append((("nodes", nid), f"{node.type} node {nid!r} has no fallback (nor defaults.fallback)"))
+        if isinstance(node, RouteNode) and node.skill not in menu.skills:
+            problems.append((("nodes", nid, "skill"), f"route to unknown skill {node.skill!r}"))
+        if isinstance(node, LanguageNode):
+            for key, language in node.options.items():
+                if language not in menu.languages:
+                    problems.append((("nodes", nid, "options", key), f"language {language!r} is not in languages"))
+        for path, prompt in prompt_refs(menu, nid):
+            if prompt not in menu.prompts:
+                problems.append((path, f"unknown prompt {prompt!r}"))
+
+    for pid, texts in menu.prompts.items():
+        missing = [lang for lang in menu.languages if not texts.get(lang, "").strip()]
+        if missing:
+            problems.append((("prompts", pid), f"prompt {pid!r} has no text for {', '.join(missing)}"))
+
+    if menu.start in menu.nodes:
+        reached = {menu.start}
+        todo = [menu.start]
+        while todo:
+            for _, target in edges(menu, todo.pop()):
+                if target in menu.nodes and target not in reached:
+                    reached.add(target)
+                    todo.append(target)
+        for nid in menu.nodes:
+            if nid not in reached:
+                problems.append((("nodes", nid), f"unreachable node {nid!r}: nothing leads to it from {menu.start!r}"))
+
+    for loop in _loops_without_input(menu):
+        problems.append((("nodes", loop[0]), "loop with no caller input: " + " -> ".join(loop)))
+
+    return problems
+
+
+__all__ = ["HangupNode", "check_graph", "edges", "fallback_of", "prompt_refs"]

@@ -1,0 +1,232 @@
+"""The menu tree's schema: what a routing admin may write in a menu YAML file."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NodeId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+PromptId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+VariableName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+DtmfKey = Annotated[str, Field(pattern=r"^[0-9*#]$")]
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class CustomerClass(StrEnum):
+    KEY = "key"
+    BUSINESS = "business"
+    PUBLIC = "public"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _valid_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+    return value
+
+
+class MenuNode(_Strict):
+    """Play a prompt and branch on one DTMF key."""
+
+    type: Literal["menu"]
+    prompt: PromptId
+    options: dict[DtmfKey, NodeId] = Field(min_length=1)
+    timeout: float = Field(5.0, ge=1, le=60, description="seconds to wait for a key after the prompt")
+    retries: int = Field(3, ge=1, le=10, description="invalid or missing keys before the fallback")
+    invalid_prompt: PromptId | None = None
+    no_input_prompt: PromptId | None = None
+    fallback: NodeId | None = None
+
+
+class PlayNode(_Strict):
+    type: Literal["play"]
+    prompts: list[PromptId] = Field(min_length=1)
+    next: NodeId | None = None
+
+
+class InputNode(_Strict):
+    """Collect digits (an account, a phone number) into a call variable."""
+
+    type: Literal["input"]
+    prompt: PromptId
+    variable: VariableName
+    min_digits: int = Field(1, ge=1, le=32)
+    max_digits: int = Field(20, ge=1, le=32)
+    terminator: Literal["#", "*", ""] = "#"
+    pattern: str | None = None
+    timeout: float = Field(6.0, ge=1, le=60, description="seconds to wait for the first digit")
+    digit_timeout: float = Field(3.0, ge=1, le=30, description="seconds to wait between digits")
+    retries: int = Field(3, ge=1, le=10)
+    invalid_prompt: PromptId | None = None
+    no_input_prompt: PromptId | None = None
+    sensitive: bool = Field(False, description="mask the value in outcome records")
+    next: NodeId | None = None
+    fallback: NodeId | None = None
+
+    _check_pattern = field_validator("pattern")(_valid_regex)
+
+    @model_validator(mode="after")
+    def _digits_range(self) -> InputNode:
+        if self.min_digits > self.max_digits:
+            raise ValueError("min_digits is greater than max_digits")
+        return self
+
+
+class Condition(_Strict):
+    """Every field given must hold."""
+
+    customer_class: list[CustomerClass] | None = None
+    business_hours: bool | None = None
+    language: list[Language] | None = None
+    variable: VariableName | None = None
+    equals: str | None = None
+    matches: str | None = None
+
+    _check_matches = field_validator("matches")(_valid_regex)
+
+    @field_validator("customer_class", "language", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Condition:
+        if (self.equals is not None or self.matches is not None) and self.variable is None:
+            raise ValueError("equals/matches need a variable")
+        if not any(v is not None for v in self.model_dump().values()):
+            raise ValueError("a condition needs at least one test")
+        return self
+
+
+class BranchCase(_Strict):
+    when: Condition
+    goto: NodeId
+
+
+class BranchNode(_Strict):
+    type: Literal["branch"]
+    cases: list[BranchCase] = Field(min_length=1)
+    default: NodeId
+
+
+class RouteNode(_Strict):
+    """Send the caller to the queue of a skill, with a priority from the customer class."""
+
+    type: Literal["route"]
+    skill: str
+    announce: PromptId | None = None
+    priority: int | None = Field(None, ge=0, le=100, description="overrides the class priority")
+
+
+class GotoNode(_Strict):
+    type: Literal["goto"]
+    target: NodeId | None = None
+    back: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> GotoNode:
+        if (self.target is None) == (not self.back):
+            raise ValueError("a goto needs exactly one of target or back: true")
+        return self
+
+
+class LanguageNode(_Strict):
+    """Let the caller pick a language; timeout keeps the current one."""
+
+    type: Literal["language"]
+    prompt: PromptId
+    options: dict[DtmfKey, Language] = Field(min_length=1)
+    timeout: float = Field(4.0, ge=1, le=60)
+    next: NodeId | None = None
+
+
+class HangupNode(_Strict):
+    type: Literal["hangup"]
+    prompt: PromptId | None = None
+
+
+Node = Annotated[
+    MenuNode | PlayNode | InputNode | BranchNode | RouteNode | GotoNode | LanguageNode | HangupNode,
+    Field(discriminator="type"),
+]
+
+INPUT_NODES = (MenuNode, InputNode, LanguageNode)
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class BusinessHours(_Strict):
+    timezone: str = "UTC"
+    weekly: dict[Weekday, list[str]] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _spans(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for spans in value.values():
+            for span in spans:
+                match = _SPAN.match(span)
+                if match is None or span[:5] >= span[6:]:
+                    raise ValueError(f"not an opening span HH:MM-HH:MM: {span!r}")
+        return value
+
+    def spans(self, weekday: str) -> list[tuple[time, time]]:
+        result = []
+        for span in self.weekly.get(weekday, []):  # type: ignore[call-overload]
+            start, end = span.split("-")
+            end_time = time.max if end == "24:00" else time.fromisoformat(end)
+            result.append((time.fromisoformat(start), end_time))
+        return result
+
+
+class Defaults(_Strict):
+    invalid_prompt: PromptId | None = None
+    no_input_prompt: PromptId | None = None
+    fallback: NodeId | None = None
+
+
+class Menu(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    languages: list[Language] = Field(min_length=1)
+    default_language: Language
+    start: NodeId
+    skills: dict[str, QueueName] = Field(min_length=1, description="skill -> Asterisk queue")
+    fallback_queue: QueueName = "hotline-fallback"
+    class_priority: dict[CustomerClass, int] = Field(
+        default_factory=lambda: {CustomerClass.KEY: 10, CustomerClass.BUSINESS: 5, CustomerClass.PUBLIC: 1}
+    )
+    business_hours: BusinessHours | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
+    nodes: dict[NodeId, Node] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_language_known(self) -> Menu:
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language!r} is not in languages")
+        return self
+
+    def priority_for(self, customer_class: CustomerClass) -> int:
+        return self.class_priority.get(customer_class, 1)

@@ -1,0 +1,156 @@
+"""The local services the hotline starts for itself: Redis and Asterisk (from the cached chroot).
+
+Used by ``hotline serve`` with its embedded defaults and by the end-to-end tests. In production
+(docker-compose, or an existing PBX) both are turned off with HOTLINE_LOCAL_PBX/HOTLINE_LOCAL_REDIS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from ivr.config import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+PBX_SCRIPT = REPO_ROOT / "asterisk" / "hotline-pbx"
+
+
+class ServiceError(Exception):
+    pass
+
+
+class LocalRedis:
+    """A private redis-server with AOF on, in a folder of its own."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, timeout: float = 10.0) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise ServiceError("redis-server is not installed (run `make setup`)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        client = Redis.from_url(self.url)
+        try:
+            if await client.ping():
+                log.info("redis already running on port %d; using it", self.port)
+                return
+        except Exception:
+            pass
+        finally:
+            await client.aclose()
+        self._process = await asyncio.create_subprocess_exec(
+            server,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        client = Redis.from_url(self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        if await client.ping():
+                            return
+                    except Exception:
+                        if self._process.returncode is not None:
+                            raise ServiceError("redis-server exited at start") from None
+                        await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            try:
+                async with asyncio.timeout(5):
+                    await self._process.wait()
+            except TimeoutError:
+                self._process.kill()
+        self._process = None
+
+
+class LocalPbx:
+    """An Asterisk instance run by asterisk/hotline-pbx from the cached Debian sid chroot."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ami_port: int,
+        ami_user: str,
+        ami_secret: str,
+        agi_host: str,
+        agi_port: int,
+        sip_port: int,
+        prompts_dir: Path | None,
+    ) -> None:
+        self.name = name
+        self._env = {
+            **os.environ,
+            "HOTLINE_AMI_PORT": str(ami_port),
+            "HOTLINE_AMI_USER": ami_user,
+            "HOTLINE_AMI_SECRET": ami_secret,
+            "HOTLINE_AGI_HOST": agi_host,
+            "HOTLINE_AGI_PORT": str(agi_port),
+            "HOTLINE_SIP_PORT": str(sip_port),
+        }
+        if prompts_dir is not None:
+            self._env["HOTLINE_PROMPTS_DIR"] = str(prompts_dir)
+
+    def _run(self, *args: str, timeout: float = 600) -> str:
+        result = subprocess.run(
+            [str(PBX_SCRIPT), *args], env=self._env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"hotline-pbx {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        return result.stdout
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._run, "start", self.name)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._run, "stop", self.name, timeout=60)
+
+    def instance_dir(self) -> str:
+        return self._run("dir", self.name).strip()
+
+    async def rx(self, command: str) -> str:
+        return await asyncio.to_thread(self._run, "rx", self.name, command, timeout=30)
+
+
+def local_ami_secret(state_dir: Path) -> str:
+    """The AMI secret of the local PBX: generated once, kept private in the state folder."""
+    path = state_dir / "ami-secret"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret

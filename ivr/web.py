@@ -1,0 +1,82 @@
+"""HTTP: health and recent outcomes (the supervisors' dashboard builds on this app)."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from ivr.app import Hotline
+
+HOTLINE_KEY = web.AppKey("hotline", object)
+
+
+def _hotline(request: web.Request) -> Hotline:
+    return request.app[HOTLINE_KEY]  # type: ignore[return-value]
+
+
+async def health(request: web.Request) -> web.Response:
+    hotline = _hotline(request)
+    redis_ok = False
+    try:
+        assert hotline.redis is not None
+        redis_ok = bool(await hotline.redis.ping())
+    except (RedisError, OSError, AssertionError):
+        pass
+    status = {
+        "agi": bool(hotline.agi and hotline.agi.accepting),
+        "ami": bool(hotline.ami and hotline.ami.ready),
+        "redis": redis_ok,
+        "active_calls": hotline.agi.active_sessions if hotline.agi else 0,
+        "menu": hotline.menu.name if hotline.menu else None,
+    }
+    ok = status["agi"] and status["ami"] and status["redis"]
+    return web.json_response(status, status=200 if ok else 503)
+
+
+async def calls(request: web.Request) -> web.Response:
+    hotline = _hotline(request)
+    assert hotline.outcomes is not None
+    try:
+        limit = max(1, min(500, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be a number") from None
+    records = await hotline.outcomes.recent(limit)
+    if "text/html" in request.headers.get("Accept", ""):
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(x))}</td>"
+                for x in (
+                    r.uniqueid,
+                    r.caller,
+                    r.customer_class,
+                    r.disposition.value,
+                    r.queue or "",
+                    r.agent or "",
+                    r.wait_seconds if r.wait_seconds is not None else "",
+                    " > ".join(r.menu_path),
+                )
+            )
+            + "</tr>"
+            for r in records
+        )
+        page = (
+            "<!doctype html><meta charset=utf-8><title>hotline calls</title><table>"
+            "<tr><th>uniqueid<th>caller<th>class<th>disposition<th>queue<th>agent<th>wait<th>path</tr>"
+            f"{rows}</table>"
+        )
+        return web.Response(text=page, content_type="text/html")
+    return web.json_response([r.to_json() for r in records], dumps=lambda items: "[" + ",".join(items) + "]")
+
+
+def build_web_app(hotline: Hotline) -> web.Application:
+    app = web.Application()
+    app[HOTLINE_KEY] = hotline
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/calls", calls)
+    app.router.add_get("/", calls)
+    return app

@@ -1,0 +1,193 @@
+"""The channel API against a scripted Asterisk peer over TCP.
+
+A fake peer is right here: these are protocol faults (HANGUP lines mid-reply, 520 blocks, EOF,
+stalls) that a real Asterisk cannot be made to produce on demand. Real-call behaviour is in e2e.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from ivr.agi.channel import AgiCommandError, AgiTimeout, Channel, ChannelHangup, ChannelState, HangupReason
+from ivr.agi.protocol import parse_environment
+from ivr.agi.server import FastAgiServer
+
+Script = list[tuple[bytes, bytes]]  # (expected command line, raw reply bytes)
+
+
+async def channel_with_peer(script: Script, *, timeout: float = 1.0) -> tuple[Channel, list[bytes], asyncio.Task[None]]:
+    """A Channel whose peer answers each expected command with the scripted bytes."""
+    received: list[bytes] = []
+    ready: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _, reply in script:
+            line = await reader.readline()
+            received.append(line)
+            if reply == b"<eof>":
+                writer.close()
+                return
+            if reply == b"<stall>":
+                await asyncio.sleep(10)
+            writer.write(reply)
+            await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ready.set_result((reader, writer))
+    task = asyncio.create_task(server.serve_forever())
+    env = parse_environment(b"agi_uniqueid: 1.1\nagi_network_script: hotline\n")
+    return Channel(reader, writer, env, command_timeout=timeout), received, task
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Callable[..., object]]:
+    tasks: list[asyncio.Task[None]] = []
+    channels: list[Channel] = []
+
+    async def factory(script: Script, **kw: float) -> tuple[Channel, list[bytes]]:
+        channel, received, task = await channel_with_peer(script, **kw)
+        tasks.append(task)
+        channels.append(channel)
+        return channel, received
+
+    yield factory
+    for channel in channels:
+        channel.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_stream_file_returns_the_escape_digit(make) -> None:
+    channel, received = await make([(b"", b"200 result=49 endpos=8000\n")])
+    assert await channel.stream_file("/p/zh/main", "123") == "1"
+    assert received == [b'STREAM FILE "/p/zh/main" "123"\n']
+
+
+async def test_get_data_timeout_and_digits(make) -> None:
+    channel, _ = await make([(b"", b"200 result= (timeout)\n"), (b"", b"200 result=1234\n")])
+    first = await channel.get_data("/p/x", 1000, 4)
+    assert first.digits == "" and first.timed_out
+    second = await channel.get_data("/p/x", 1000, 4)
+    assert second.digits == "1234" and not second.timed_out
+
+
+async def test_unsolicited_hangup_line_keeps_replies_in_sync(make) -> None:
+    channel, _ = await make([(b"", b"HANGUP\n200 result=-1 endpos=0\n"), (b"", b"200 result=1 (route)\n")])
+    with pytest.raises(ChannelHangup) as caught:
+        await channel.stream_file("/p/x", "1")
+    assert caught.value.reason is HangupReason.HANGUP_LINE
+    assert channel.state is ChannelState.HUNG_UP
+    # A dead-channel-safe command still works and gets its own reply, not a stale one.
+    assert await channel.get_variable("HOTLINE_DONE") == "route"
+    with pytest.raises(ChannelHangup):
+        await channel.answer()
+
+
+async def test_usage_block_is_read_to_its_end(make) -> None:
+    usage = b"520-Invalid command syntax.  Proper usage follows:\nUsage: GET DATA <file>\n520 End of proper usage.\n"
+    channel, _ = await make([(b"", usage), (b"", b"200 result=0\n")])
+    with pytest.raises(AgiCommandError) as caught:
+        await channel.exec("Wait", "1")
+    assert "End of proper usage" in caught.value.reply.text
+    assert await channel.exec("Wait", "1") == 0
+
+
+async def test_invalid_command_raises_command_error(make) -> None:
+    channel, _ = await make([(b"", b"510 Invalid or unknown command\n")])
+    with pytest.raises(AgiCommandError):
+        await channel.answer()
+
+
+async def test_dead_channel_reply_is_a_hangup_signal(make) -> None:
+    channel, _ = await make([(b"", b"511 Command Not Permitted on a dead channel or intercept routine\n")])
+    with pytest.raises(ChannelHangup) as caught:
+        await channel.stream_file("/p/x")
+    assert caught.value.reason is HangupReason.DEAD_CHANNEL
+
+
+async def test_result_minus_one_is_a_hangup_signal(make) -> None:
+    channel, _ = await make([(b"", b"200 result=-1\n")])
+    with pytest.raises(ChannelHangup) as caught:
+        await channel.wait_for_digit(1000)
+    assert caught.value.reason is HangupReason.RESULT_MINUS_ONE
+
+
+async def test_eof_is_a_hangup_signal(make) -> None:
+    channel, _ = await make([(b"", b"<eof>")])
+    with pytest.raises(ChannelHangup) as caught:
+        await channel.answer()
+    assert caught.value.reason is HangupReason.CONNECTION_CLOSED
+    assert channel.state is ChannelState.CLOSED
+
+
+async def test_a_stalled_peer_hits_the_command_deadline(make) -> None:
+    channel, _ = await make([(b"", b"<stall>")], timeout=0.2)
+    with pytest.raises(AgiTimeout):
+        await channel.set_variable("X", "1")
+    assert channel.state is ChannelState.CLOSED
+
+
+async def test_unset_variable_is_none(make) -> None:
+    channel, _ = await make([(b"", b"200 result=0\n")])
+    assert await channel.get_variable("NOPE") is None
+
+
+async def test_exec_escapes_commas_in_arguments(make) -> None:
+    channel, received = await make([(b"", b"200 result=0\n")])
+    await channel.exec("Playback", "a,b", "noanswer")
+    assert received == [b'EXEC "Playback" "a\\\\,b,noanswer"\n']
+
+
+async def test_server_drops_connection_closed_before_headers_and_serves_the_next() -> None:
+    seen: list[str] = []
+
+    async def handler(channel: Channel) -> None:
+        seen.append(channel.env.uniqueid)
+        await channel.answer()
+
+    server = FastAgiServer({"hotline": handler}, port=0, header_timeout=0.5)
+    await server.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"agi_network: yes\n")
+        writer.close()
+        stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", server.port)  # never sends
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"agi_network_script: hotline?x=1\nagi_uniqueid: 42.1\n\n")
+        assert await asyncio.wait_for(reader.readline(), 2) == b"ANSWER\n"
+        writer.write(b"200 result=0\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # handler done: connection closed
+        assert await asyncio.wait_for(stalled_reader.read(), 2) == b""  # header deadline closed it
+        stalled.close()
+        writer.close()
+    finally:
+        await server.stop(0.5)
+    assert seen == ["42.1"]
+    assert server.active_sessions == 0
+
+
+async def test_blank_line_inside_caller_name_does_not_desync_replies() -> None:
+    names: list[str] = []
+
+    async def handler(channel: Channel) -> None:
+        names.append(channel.env.caller_name)
+        await channel.answer()
+
+    server = FastAgiServer({"hotline": handler}, port=0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"agi_network_script: hotline\nagi_uniqueid: 7.1\nagi_calleridname: evil\n\n"
+                     b"agi_language: en\nagi_threadid: 1234\n\n")
+        assert await asyncio.wait_for(reader.readline(), 2) == b"ANSWER\n"
+        writer.write(b"200 result=0\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    finally:
+        await server.stop(0.5)
+    assert names == ["evil"]

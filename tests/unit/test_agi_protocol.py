@@ -1,0 +1,129 @@
+"""The AGI wire format: quoting, command framing, reply and environment parsing."""
+
+import pytest
+
+from ivr.agi.protocol import (
+    AgiProtocolError,
+    LineKind,
+    classify_line,
+    encode_command,
+    parse_environment,
+    parse_reply,
+    parse_success,
+    quote_argument,
+)
+
+
+def split_like_res_agi(line: str) -> list[str]:
+    """res_agi.c parse_args, transcribed: what Asterisk will see as argv."""
+    args: list[str] = []
+    cur: list[str] | None = None
+    quoted = escaped = False
+    for ch in line:
+        if ch == '"' and not escaped:
+            quoted = not quoted
+            if quoted and cur is None:
+                cur = []
+            continue
+        if ch in " \t" and not quoted and not escaped:
+            if cur is not None:
+                args.append("".join(cur))
+                cur = None
+            continue
+        if ch == "\\" and not escaped:
+            escaped = True
+            continue
+        if cur is None:
+            cur = []
+        cur.append(ch)
+        escaped = False
+    if cur is not None:
+        args.append("".join(cur))
+    return args
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['plain', 'with space', 'a"quote', 'back\\slash', '\\"both\\"', '', 'trailing\\', '"', '  lead'],
+)
+def test_quoted_argument_is_one_word_with_the_same_text(value: str) -> None:
+    line = encode_command("SET VARIABLE", "NAME", value).decode().rstrip("\n")
+    assert split_like_res_agi(line) == ["SET", "VARIABLE", "NAME", value]
+
+
+def test_cr_lf_nul_cannot_reach_the_wire() -> None:
+    line = encode_command("SET VARIABLE", "X", 'evil"\r\nEXEC System "rm -rf /"\x00')
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    assert b"\r" not in line and b"\x00" not in line
+    assert split_like_res_agi(line.decode().rstrip("\n")) == ["SET", "VARIABLE", "X", 'evil"EXEC System "rm -rf /"']
+
+
+def test_overlong_command_is_refused_not_split() -> None:
+    with pytest.raises(ValueError):
+        encode_command("SET VARIABLE", "X", "a" * 9000)
+
+
+def test_verb_must_be_a_constant_word() -> None:
+    with pytest.raises(ValueError):
+        encode_command("EXEC\nHANGUP")
+    assert quote_argument(5) == '"5"'
+
+
+@pytest.mark.parametrize(
+    ("line", "result", "data", "fields"),
+    [
+        ("200 result=0", "0", None, {}),
+        ("200 result=49 endpos=12345", "49", None, {"endpos": "12345"}),
+        ("200 result= (timeout)", "", "timeout", {}),
+        ("200 result=123", "123", None, {}),
+        ("200 result=1 (hello world)", "1", "hello world", {}),
+        ("200 result=-1 (hangup) endpos=0", "-1", "hangup", {"endpos": "0"}),
+        ("200 result=1 (speech) endpos=0 results=1 score0=900 text0=\"hello there\" grammar0=g",
+         "1", "speech", {"endpos": "0", "results": "1", "score0": "900", "text0": "hello there", "grammar0": "g"}),
+    ],
+)
+def test_success_replies(line: str, result: str, data: str | None, fields: dict[str, str]) -> None:
+    reply = parse_success(line)
+    assert (reply.code, reply.result, reply.data, reply.fields) == (200, result, data, fields)
+
+
+def test_variable_value_with_parens_and_equals_is_kept_whole() -> None:
+    reply = parse_success("200 result=1 (a) b=c (d))", data_is_rest=True)
+    assert reply.data == "a) b=c (d)"
+
+
+def test_other_codes_and_line_kinds() -> None:
+    assert parse_reply("510 Invalid or unknown command").code == 510
+    assert parse_reply("511 Command Not Permitted on a dead channel or intercept routine").code == 511
+    assert classify_line("HANGUP") is LineKind.HANGUP
+    assert classify_line("520-Invalid command syntax.  Proper usage follows:") is LineKind.USAGE_START
+    with pytest.raises(AgiProtocolError):
+        classify_line("garbage")
+    with pytest.raises(AgiProtocolError):
+        parse_success("200 result=1 (unterminated")
+
+
+def test_environment_with_query_and_hostile_caller_name() -> None:
+    raw = (
+        b"agi_network: yes\n"
+        b"agi_network_script: hotline?entry=10000&lang=zh\n"
+        b"agi_uniqueid: 1700000000.1\n"
+        b"agi_callerid: 13800000001\n"
+        b'agi_calleridname: A"B\r\n'
+        b"injected line without prefix\n"
+        b"agi_extension: 10000\n"
+        b"agi_context: \xff\xfebad\n"
+    )
+    env = parse_environment(raw)
+    assert env.script == "hotline"
+    assert env.query == {"entry": "10000", "lang": "zh"}
+    assert env.caller_name == 'A"B'
+    assert env.caller_number == "13800000001"
+    assert env.extension == "10000"
+    assert "\ufffd" in env.get("context")
+    assert "injected line without prefix" not in env.variables.values()
+
+
+def test_unknown_caller_id_is_empty() -> None:
+    env = parse_environment(b"agi_callerid: unknown\nagi_calleridname: unknown\n")
+    assert env.caller_number == "" and env.caller_name == ""

@@ -1,0 +1,161 @@
+"""The menu engine walking the sample menu with a scripted caller (no Asterisk needed)."""
+
+from datetime import datetime, timezone
+
+from ivr.config import SAMPLE_MENU
+from ivr.menu.engine import CallContext, MenuEngine, Routed, SelfServed
+from ivr.menu.loader import load_menu, parse_menu_text
+from ivr.menu.schema import CustomerClass
+from ivr.prompts import PromptLibrary
+
+MENU = load_menu(SAMPLE_MENU)
+PROMPTS = PromptLibrary("/srv/p")
+
+
+class ScriptedCaller:
+    """Presses the next scripted key when the IVR waits for one; '-' means silence."""
+
+    def __init__(self, keys: str, barge_in: bool = False) -> None:
+        self.keys = list(keys)
+        self.barge_in = barge_in
+        self.played: list[str] = []
+        self.variables: dict[str, str] = {}
+
+    def _next(self) -> str | None:
+        if not self.keys:
+            return None
+        key = self.keys.pop(0)
+        return None if key == "-" else key
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str | None:
+        self.played.append(path)
+        if self.barge_in and escape_digits and self.keys and self.keys[0] in escape_digits:
+            return self._next()
+        return None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        return self._next()
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        self.variables[name] = str(value)
+
+
+def call(customer_class: CustomerClass = CustomerClass.PUBLIC) -> CallContext:
+    return CallContext("1.1", "13800000001", "", customer_class, "zh")
+
+
+async def run(keys: str, customer_class: CustomerClass = CustomerClass.PUBLIC, **kw: object):
+    caller = ScriptedCaller(keys, **kw)  # type: ignore[arg-type]
+    ctx = call(customer_class)
+    ending = await MenuEngine(MENU, PROMPTS).run(caller, ctx)
+    return ending, ctx, caller
+
+
+async def test_balance_is_self_served() -> None:
+    ending, ctx, caller = await run("111")
+    assert ending == SelfServed("goodbye")
+    assert ctx.path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]
+    assert caller.played[-2:] == ["/srv/p/zh/balance_info", "/srv/p/zh/goodbye"]
+
+
+async def test_english_selection_changes_prompts_and_channel_language() -> None:
+    ending, ctx, caller = await run("211")
+    assert ctx.language == "en"
+    assert caller.variables["CHANNEL(language)"] == "en"
+    assert caller.played[-1] == "/srv/p/en/goodbye"
+
+
+async def test_key_account_goes_straight_to_its_desk_with_top_priority() -> None:
+    ending, ctx, _ = await run("", CustomerClass.KEY)
+    assert ending == Routed("keyaccount", "hotline-keyaccount", 10)
+
+
+async def test_public_agent_route_has_public_priority() -> None:
+    ending, _, _ = await run("10")
+    assert ending == Routed("general", "hotline-general", 1)
+
+
+async def test_three_invalid_keys_fall_back() -> None:
+    ending, ctx, caller = await run("1888")
+    assert ending == Routed("fallback", "hotline-fallback", 1)
+    assert ctx.fallback_reason == "invalid_input"
+    assert caller.played.count("/srv/p/zh/invalid") == 3
+
+
+async def test_silence_falls_back_with_no_input_reason() -> None:
+    ending, ctx, _ = await run("1---")
+    assert isinstance(ending, Routed) and ending.queue == "hotline-fallback"
+    assert ctx.fallback_reason == "no_input"
+
+
+async def test_invalid_then_valid_key_continues() -> None:
+    ending, _, _ = await run("190")
+    assert ending == Routed("general", "hotline-general", 1)
+
+
+async def test_key_pressed_during_the_prompt_interrupts_it() -> None:
+    ending, _, caller = await run("111", barge_in=True)
+    assert ending == SelfServed("goodbye")
+    assert "/srv/p/zh/main_menu" in caller.played
+
+
+async def test_back_returns_to_the_previous_menu() -> None:
+    ending, ctx, _ = await run("11*0")
+    assert ctx.path[-4:] == ["back", "main", "agent", "agent_route"]
+    assert isinstance(ending, Routed) and ending.skill == "general"
+
+
+async def test_sensitive_input_is_masked_but_kept_for_the_flow() -> None:
+    ending, ctx, _ = await run("131" + "12345678#")
+    assert ending == Routed("broadband", "hotline-broadband", 1)
+    assert ctx.variables["broadband_account"] == "12345678"
+    assert ctx.inputs["broadband_account"] == "********"
+
+
+async def test_too_short_input_retries_then_falls_back() -> None:
+    ending, ctx, _ = await run("131" + "12#" + "34#" + "56#")
+    assert isinstance(ending, Routed) and ending.queue == "hotline-fallback"
+    assert ctx.fallback_reason == "invalid_input"
+
+
+async def test_business_desk_refuses_public_callers_and_admits_business() -> None:
+    _, ctx, _ = await run("15" + "0")
+    assert ctx.path[-4:] == ["business_only", "main", "agent", "agent_route"]
+    ending, _, _ = await run("15", CustomerClass.BUSINESS)
+    assert ending == Routed("keyaccount", "hotline-keyaccount", 5)
+
+
+CLOSED_MENU = """\
+name: hours
+languages: [en]
+default_language: en
+start: check
+skills: {general: q}
+business_hours:
+  timezone: Asia/Shanghai
+  weekly: {mon: ["09:00-18:00"]}
+  holidays: [2026-10-05]
+prompts: {closed: {en: closed}}
+nodes:
+  check:
+    type: branch
+    cases: [{when: {business_hours: false}, goto: closed}]
+    default: agent
+  closed: {type: hangup, prompt: closed}
+  agent: {type: route, skill: general}
+"""
+
+
+async def test_business_hours_in_the_menu_time_zone() -> None:
+    menu = parse_menu_text(CLOSED_MENU)
+
+    async def ending_at(moment: datetime):
+        engine = MenuEngine(menu, PROMPTS, now=lambda: moment)
+        return await engine.run(ScriptedCaller(""), CallContext("1", "", "", CustomerClass.PUBLIC, "en"))
+
+    # Monday 2026-11-23 02:00 UTC is 10:00 in Shanghai: open.
+    assert isinstance(await ending_at(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)), Routed)
+    # Monday 11:00 UTC is 19:00 in Shanghai: closed.
+    assert await ending_at(datetime(2026, 11, 23, 11, 0, tzinfo=timezone.utc)) == SelfServed("closed")
+    # A holiday Monday (2026-10-05) at 10:00 local: closed.
+    assert await ending_at(datetime(2026, 10, 5, 2, 0, tzinfo=timezone.utc)) == SelfServed("closed")
