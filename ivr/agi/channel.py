@@ -57,6 +57,14 @@ class AgiCommandError(AgiError):
         self.reply = reply
 
 
+class AgiCommandFailed(AgiError):
+    """A command answered ``result=-1`` although the caller is still there (e.g. a missing file)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
 class AgiTimeout(AgiError):
     """Asterisk did not answer a command within its deadline; the connection is dropped."""
 
@@ -143,6 +151,8 @@ class Channel:
             if kind is LineKind.HANGUP:
                 self._mark_hung_up(HangupReason.HANGUP_LINE)
                 continue
+            if kind is LineKind.STRAY_ENVIRONMENT:
+                continue
             if kind is LineKind.USAGE_START:
                 lines = [line]
                 while not is_usage_end(line):
@@ -190,10 +200,21 @@ class Channel:
         return reply
 
     async def _execute_live(self, verb: str, *arguments: str | int, extra_time: float = 0.0) -> Reply:
-        """A command whose ``result=-1`` means the caller hung up."""
+        """A command whose ``result=-1`` means the caller hung up, or that it failed.
+
+        Asterisk answers ``result=-1`` both when the caller hangs up and when, say, a sound file
+        is missing. With AGISIGHUP=no nothing else tells them apart, so ask: CHANNEL STATUS is
+        refused with 511 on a dead channel.
+        """
         reply = await self._execute(verb, *arguments, extra_time=extra_time)
         if reply.result_int == -1:
-            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+            try:
+                status = await self._execute("CHANNEL STATUS")
+            except ChannelHangup:
+                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE) from None
+            if status.result_int is None or status.result_int < 0:
+                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+            raise AgiCommandFailed(reply)
         return reply
 
     def close(self) -> None:
@@ -208,10 +229,17 @@ class Channel:
         await self._execute_live("ANSWER")
 
     async def stream_file(self, path: str, escape_digits: str = "", *, max_seconds: float = 120.0) -> str | None:
-        """Play a sound file; return the escape digit that interrupted it, if any."""
-        reply = await self._execute_live(
-            "STREAM FILE", path, _check_escape_digits(escape_digits), extra_time=max_seconds
-        )
+        """Play a sound file; return the escape digit that interrupted it, if any.
+
+        A file Asterisk cannot play is logged and skipped: a missing prompt must not end a call.
+        """
+        try:
+            reply = await self._execute_live(
+                "STREAM FILE", path, _check_escape_digits(escape_digits), extra_time=max_seconds
+            )
+        except AgiCommandFailed:
+            log.error("call %s: Asterisk could not play %r", self.env.uniqueid, path)
+            return None
         return _digit_from_result(reply)
 
     async def get_data(

@@ -85,19 +85,28 @@ class AgiEnvironment:
         return dict(parse_qsl(urlsplit("//x/" + self.get("network_script")).query))
 
 
+# Asterisk writes these before the caller's number and name, which it writes raw: a caller name
+# holding "\nagi_network_script: x" could otherwise pick our handler. For these the first
+# occurrence is Asterisk's own; for the variables written after the name, the last one is.
+_WRITTEN_BEFORE_CALLER_DATA = frozenset(
+    {"network", "network_script", "request", "channel", "language", "type", "uniqueid", "version", "callerid",
+     "calleridname"}
+)
+
+
 def parse_environment(raw: bytes) -> AgiEnvironment:
-    """Parse an environment block (without the terminating blank line)."""
+    """Parse an environment block (blank lines inside it, from a hostile caller name, are skipped)."""
     text = raw.decode("utf-8", errors="replace")
     variables: dict[str, str] = {}
     for line in text.split("\n"):
         line = line.rstrip("\r")
-        if not line:
-            continue
         name, sep, value = line.partition(":")
         if not sep or not name.startswith("agi_"):
-            # A raw caller name with a newline can split a line; keep what is well formed.
+            continue  # a continuation of a raw caller name, or a blank line
+        key = name[4:]
+        if key in _WRITTEN_BEFORE_CALLER_DATA and key in variables:
             continue
-        variables[name[4:]] = value[1:] if value.startswith(" ") else value
+        variables[key] = value[1:] if value.startswith(" ") else value
     return AgiEnvironment(variables)
 
 
@@ -176,12 +185,16 @@ class LineKind(Enum):
     REPLY = "reply"
     USAGE_START = "usage_start"
     HANGUP = "hangup"
+    STRAY_ENVIRONMENT = "stray_environment"
 
 
 def classify_line(line: str) -> LineKind:
-    """What a line read between commands is: a reply, the start of a 520 block, or HANGUP."""
+    """What a line read between commands is: a reply, the start of a 520 block, HANGUP, or the
+    rest of an environment block that a blank line in a raw caller name cut short."""
     if line == "HANGUP":
         return LineKind.HANGUP
+    if not line or line.startswith("agi_"):
+        return LineKind.STRAY_ENVIRONMENT
     if line.startswith("520-"):
         return LineKind.USAGE_START
     if line[:3].isdigit():

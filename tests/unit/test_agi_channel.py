@@ -111,10 +111,12 @@ async def test_dead_channel_reply_is_a_hangup_signal(make) -> None:
 
 
 async def test_result_minus_one_is_a_hangup_signal(make) -> None:
-    channel, _ = await make([(b"", b"200 result=-1\n")])
+    dead = b"511 Command Not Permitted on a dead channel or intercept routine\n"
+    channel, received = await make([(b"", b"200 result=-1\n"), (b"", dead)])
     with pytest.raises(ChannelHangup) as caught:
         await channel.wait_for_digit(1000)
-    assert caught.value.reason is HangupReason.RESULT_MINUS_ONE
+    assert received[-1] == b"CHANNEL STATUS\n"  # the probe that told hangup from failure
+    assert caught.value.reason is HangupReason.DEAD_CHANNEL
 
 
 async def test_eof_is_a_hangup_signal(make) -> None:

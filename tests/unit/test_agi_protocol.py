@@ -124,6 +124,16 @@ def test_environment_with_query_and_hostile_caller_name() -> None:
     assert "injected line without prefix" not in env.variables.values()
 
 
+def test_caller_name_cannot_override_variables_asterisk_wrote_first() -> None:
+    raw = (
+        b"agi_network_script: hotline\nagi_uniqueid: 1.1\nagi_callerid: 138\n"
+        b"agi_calleridname: Evil\n\nagi_network_script: finish\nagi_uniqueid: 666\nagi_extension: 666\n\n"
+        b"agi_callingpres: 0\nagi_extension: 10000\nagi_threadid: 1\n"
+    )
+    env = parse_environment(raw)
+    assert (env.script, env.uniqueid, env.caller_name, env.extension) == ("hotline", "1.1", "Evil", "10000")
+
+
 def test_unknown_caller_id_is_empty() -> None:
     env = parse_environment(b"agi_callerid: unknown\nagi_calleridname: unknown\n")
     assert env.caller_number == "" and env.caller_name == ""

@@ -1,0 +1,45 @@
+# The README's two commands: `make run` (the hotline with the bundled sample) and `make test`.
+# Both install what they need first: Debian packages (apt-get, as root), a virtualenv, and on first
+# use an Asterisk 22 chroot cached in /var/cache/hotline (asterisk/hotline-pbx provision).
+
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+DEBIAN_PACKAGES := redis-server espeak-ng debootstrap
+
+.PHONY: run test setup system lint e2e unit clean
+
+run: setup
+	$(BIN)/hotline serve
+
+test: setup
+	$(BIN)/pytest -q
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+e2e: setup
+	$(BIN)/pytest -q tests/e2e
+
+lint: setup
+	$(BIN)/ruff check ivr routing tests
+	$(BIN)/mypy
+
+setup: system $(BIN)/.installed
+	@./asterisk/hotline-pbx provision
+
+system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Real calls through Asterisk, the FastAGI controller and the sample menu (the issue's bar)."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ivr.agi.server import FastAgiServer
+from ivr.app import Hotline
+from ivr.menu.loader import load_menu
+from ivr.outcomes import Disposition
+from tests.e2e.conftest import Calls
+
+pytestmark = pytest.mark.e2e
+MENUS = Path(__file__).resolve().parent.parent / "fixtures" / "menus"
+
+
+async def test_dtmf_path_to_self_service_and_hangup(calls: Calls) -> None:
+    uniqueid = await calls.dial(keys="111")  # Mandarin, inquiries, balance
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.SELF_SERVED
+    assert record.menu_path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]
+    assert (record.caller, record.customer_class, record.language) == ("13800000001", "public", "zh")
+    assert record.queue is None and record.agent is None
+
+
+async def test_key_account_is_answered_before_a_public_caller_waiting_longer(hotline: Hotline, calls: Calls) -> None:
+    assert hotline.directory is not None and hotline.ami is not None
+    from routing.customers import Customer
+    from ivr.menu.schema import CustomerClass
+
+    await hotline.directory.save(Customer("13900000001", CustomerClass.KEY, "Key Corp", "K-1", None, True))
+    sample = hotline.menu
+    hotline.menu = load_menu(MENUS / "one-queue.yaml")
+    agent = "Local/talk2@hotline-test-agent/n"
+    try:
+        public = await calls.dial(number="13800000002", wait=0.5)
+        public_entry = await calls.wait_in_queue("hotline-general", public)
+        key = await calls.dial(number="13900000001", wait=0.5)
+        key_entry = await calls.wait_in_queue("hotline-general", key)
+        assert int(public_entry["Wait"]) >= int(key_entry["Wait"])  # the public caller was first
+        assert (public_entry.get("Priority"), key_entry.get("Priority")) in ((None, None), ("1", "10"))
+        await hotline.ami.queue_add("hotline-general", agent, member_name="agent-e2e")
+        key_record = await calls.outcome(key)
+        public_record = await calls.outcome(public)
+    finally:
+        hotline.menu = sample
+        await hotline.ami.queue_remove("hotline-general", agent)
+    assert key_record.disposition is Disposition.ANSWERED and public_record.disposition is Disposition.ANSWERED
+    assert (key_record.priority, public_record.priority) == (10, 1)
+    assert key_record.customer_class == "key" and key_record.agent == "agent-e2e"
+    assert key_record.answered_at is not None and public_record.answered_at is not None
+    assert key_record.answered_at < public_record.answered_at
+    assert public_record.wait_seconds is not None and key_record.wait_seconds is not None
+    assert public_record.wait_seconds > key_record.wait_seconds
+
+
+async def test_three_invalid_keys_lead_to_the_fallback_queue(calls: Calls) -> None:
+    uniqueid = await calls.dial(keys="1888", gap=1.5, hold=25)
+    await calls.wait_in_queue("hotline-fallback", uniqueid)
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.FALLBACK
+    assert record.fallback_reason == "invalid_input"
+    assert record.queue == "hotline-fallback"
+    assert record.menu_path[-2:] == ["main", "fallback_route"]
+
+
+async def test_controller_stopped_mid_call_caller_still_reaches_a_queue(hotline: Hotline, calls: Calls) -> None:
+    assert hotline.agi is not None
+    uniqueid = await calls.dial(keys="", hold=20)  # stays in the IVR, listening to the menu
+    for _ in range(100):
+        if hotline.agi.active_sessions:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    port = hotline.agi.port
+    await hotline.agi.stop(drain_timeout=0)  # the controller goes away mid-call
+    entry = await calls.wait_in_queue("hotline-fallback", uniqueid, timeout=20)
+    assert entry.get("Priority") in (None, "1")
+    restarted = FastAgiServer(hotline.agi._handlers, host="127.0.0.1", port=port)  # noqa: SLF001
+    await restarted.start()
+    hotline.agi = restarted
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.FALLBACK
+    assert record.fallback_reason == "dialplan:controller_lost"
+    assert record.queue == "hotline-fallback"
+    assert record.menu_path[:2] == ["start", "welcome"]
+
+
+async def test_hostile_caller_id_adds_no_agi_or_ami_line(hotline: Hotline, calls: Calls) -> None:
+    evil = 'Evil"\\ \r\nAction: QueueAdd\r\nQueue: hotline-general\r\nInterface: Local/evil@x\r\n\r\n'
+    uniqueid = await calls.dial(keys="111", name=evil, number='138"\r\n0001')
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.SELF_SERVED  # the AGI conversation stayed in step
+    assert "\n" not in record.caller_name and "\r" not in record.caller_name
+    assert "evil" not in await calls.cli("queue show hotline-general")  # no AMI header injected
+
+
+async def test_raw_cr_lf_in_caller_name_reaching_the_agi_environment(calls: Calls) -> None:
+    # A test-only entry sets CALLERID(name) from a URI-encoded string: quotes, CR/LF, a blank line.
+    raw = "%22Evil%22%0D%0A%0Aagi_network_script%3A%20finish%0A%0A200%20result%3D1"
+    uniqueid = await calls.dial(keys="111", context="hotline-test-inbound",
+                                extra={"__RAW_CALLER_NAME": raw})
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.SELF_SERVED
+    assert record.menu_path[-2:] == ["balance", "goodbye"]

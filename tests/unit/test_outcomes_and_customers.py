@@ -1,0 +1,107 @@
+"""Outcome records and customer lookup against a real Redis."""
+
+import asyncio
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from ivr.calls import build_outcome
+from ivr.config import SAMPLE_MENU
+from ivr.menu.engine import CallContext
+from ivr.menu.loader import load_menu
+from ivr.menu.schema import CustomerClass
+from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
+from routing.customers import Customer, CustomerDirectory, normalize_number
+from tests.conftest import free_port
+
+MENU = load_menu(SAMPLE_MENU)
+
+
+def record(uniqueid: str = "u1") -> OutcomeRecord:
+    return OutcomeRecord(uniqueid=uniqueid, disposition=Disposition.SELF_SERVED, caller="13800000001")
+
+
+async def test_save_is_idempotent_per_uniqueid(redis: Redis, tmp_path: Path) -> None:
+    store = OutcomeStore(redis, tmp_path / "journal")
+    assert await store.save(record()) is True
+    assert await store.save(record()) is False
+    assert [r.uniqueid for r in await store.recent(10)] == ["u1"]
+    assert (await store.get("u1")) == record()
+    assert await redis.ttl("hotline:outcome:u1") > 0  # records expire (retention)
+
+
+async def test_outcome_is_journaled_when_redis_is_down_and_replayed_once(redis: Redis, tmp_path: Path) -> None:
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    journal = tmp_path / "journal"
+    assert await OutcomeStore(down, journal).save(record("j1")) is True
+    assert await OutcomeStore(down, journal).save(record("j1")) is True  # a retry: journaled twice
+    await down.aclose()
+    store = OutcomeStore(redis, journal)
+    assert await store.replay_journal() == 2
+    assert not journal.exists()
+    assert [r.uniqueid for r in await store.recent(10)] == ["j1"]  # one record despite two lines
+
+
+async def test_customer_lookup_and_unknown_number(redis: Redis) -> None:
+    directory = CustomerDirectory(redis)
+    await directory.save(Customer("13800000009", CustomerClass.KEY, "Acme", "A-1", "en", True))
+    found = await directory.lookup("13800000009")
+    assert (found.customer_class, found.name, found.language, found.known) == (CustomerClass.KEY, "Acme", "en", True)
+    unknown = await directory.lookup("13800000000")
+    assert unknown.customer_class is CustomerClass.PUBLIC and not unknown.known
+
+
+async def test_redis_down_or_stalled_answers_public_within_a_second() -> None:
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    assert (await CustomerDirectory(down).lookup("138")).customer_class is CustomerClass.PUBLIC
+    assert time.monotonic() - started < 1.2
+    await down.aclose()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    stalled = Redis.from_url(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    started = time.monotonic()
+    assert (await CustomerDirectory(stalled, timeout=1.0).lookup("138")).customer_class is CustomerClass.PUBLIC
+    assert time.monotonic() - started < 1.3
+    server.close()
+    await stalled.aclose()
+
+
+def test_caller_numbers_are_normalized() -> None:
+    assert normalize_number('+86 "138"\r\n0000') == "+861380000"
+    assert normalize_number("<script>") == ""
+
+
+def ctx(**kw: object) -> CallContext:
+    base = CallContext("u", "138", "", CustomerClass.BUSINESS, "zh", started_at=100.0, path=["start", "main"])
+    for key, value in kw.items():
+        setattr(base, key, value)
+    return base
+
+
+def test_answered_outcome_timings() -> None:
+    out = build_outcome("u", "138", ctx(), "routed", {
+        "HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "QEHOLDTIME": "7", "MEMBERNAME": "agent1",
+        "QUEUENAME": "hotline-general", "HOTLINE_PRIORITY": "5", "HOTLINE_SKILL": "general"}, MENU, 130.0)
+    assert out.disposition is Disposition.ANSWERED
+    assert (out.wait_seconds, out.answered_at, out.talk_seconds) == (7.0, 117.0, 13.0)
+    assert (out.agent, out.queue, out.priority, out.customer_class) == ("agent1", "hotline-general", 5, "business")
+
+
+def test_dispositions() -> None:
+    def disposition(call, ended, variables):
+        return build_outcome("u", "138", call, ended, variables, MENU, 200.0).disposition
+
+    assert disposition(ctx(), "self_served", {"HOTLINE_DONE": "hangup"}) is Disposition.SELF_SERVED
+    assert disposition(ctx(), "caller_hangup", {}) is Disposition.ABANDONED_IVR
+    assert disposition(ctx(), "routed", {"HOTLINE_DONE": "route", "ABANDONED": "TRUE"}) is Disposition.ABANDONED_QUEUE
+    assert disposition(ctx(fallback_reason="invalid_input"), "routed",
+                       {"HOTLINE_DONE": "route", "ABANDONED": "TRUE"}) is Disposition.FALLBACK
+    assert disposition(None, None, {"HOTLINE_FALLBACK": "FAILURE", "ABANDONED": "TRUE"}) is Disposition.FALLBACK
+    assert disposition(None, None, {"HOTLINE_FALLBACK": "FAILURE", "MEMBERNAME": "a"}) is Disposition.FALLBACK
+    assert disposition(ctx(), "routed", {"HOTLINE_DONE": "route", "QUEUESTATUS": "UNKNOWN"}) is Disposition.FAILED
+    assert disposition(None, None, {}) is Disposition.FAILED
