@@ -70,9 +70,10 @@ class Hotline:
         self.directory = CustomerDirectory(self.redis, timeout=s.customer_lookup_timeout)
         self.states = CallStates(self.redis)
 
+        if s.build_prompts:
+            await asyncio.to_thread(build_prompts, self.menu, s.built_prompts_dir)
         asterisk_prompts = s.asterisk_prompts_dir
         if s.local_pbx:
-            await asyncio.to_thread(build_prompts, self.menu, s.built_prompts_dir)
             self.pbx = LocalPbx(
                 s.pbx_name,
                 ami_port=s.ami_port,

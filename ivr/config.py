@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     pbx_name: str = "hotline"
     sip_port: int = 5060
 
+    build_prompts: bool = True  # synthesize missing/changed prompts at start (espeak-ng)
     prompts_dir: Path | None = None  # where built prompts are written (default state_dir/prompts)
     asterisk_prompts_dir: str = ""  # the same folder as Asterisk sees it (default: the local PBX's)
 

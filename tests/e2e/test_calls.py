@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from ivr.agi.server import FastAgiServer
 from ivr.app import Hotline
 from ivr.menu.loader import load_menu
+from ivr.menu.schema import CustomerClass
 from ivr.outcomes import Disposition
+from routing.customers import Customer
 from tests.e2e.conftest import Calls
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +27,6 @@ async def test_dtmf_path_to_self_service_and_hangup(calls: Calls) -> None:
 
 async def test_key_account_is_answered_before_a_public_caller_waiting_longer(hotline: Hotline, calls: Calls) -> None:
     assert hotline.directory is not None and hotline.ami is not None
-    from routing.customers import Customer
-    from ivr.menu.schema import CustomerClass
-
     await hotline.directory.save(Customer("13900000001", CustomerClass.KEY, "Key Corp", "K-1", None, True))
     sample = hotline.menu
     hotline.menu = load_menu(MENUS / "one-queue.yaml")
@@ -73,13 +71,10 @@ async def test_controller_stopped_mid_call_caller_still_reaches_a_queue(hotline:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
-    port = hotline.agi.port
     await hotline.agi.stop(drain_timeout=0)  # the controller goes away mid-call
     entry = await calls.wait_in_queue("hotline-fallback", uniqueid, timeout=20)
     assert entry.get("Priority") in (None, "1")
-    restarted = FastAgiServer(hotline.agi._handlers, host="127.0.0.1", port=port)  # noqa: SLF001
-    await restarted.start()
-    hotline.agi = restarted
+    await hotline.agi.start()  # back, in time for the call's hangup handler
     record = await calls.outcome(uniqueid)
     assert record.disposition is Disposition.FALLBACK
     assert record.fallback_reason == "dialplan:controller_lost"

@@ -16,10 +16,11 @@ from ivr.agi.server import FastAgiServer
 Script = list[tuple[bytes, bytes]]  # (expected command line, raw reply bytes)
 
 
-async def channel_with_peer(script: Script, *, timeout: float = 1.0) -> tuple[Channel, list[bytes], asyncio.Task[None]]:
+async def channel_with_peer(
+    script: Script, *, timeout: float = 1.0
+) -> tuple[Channel, list[bytes], asyncio.Task[None]]:
     """A Channel whose peer answers each expected command with the scripted bytes."""
     received: list[bytes] = []
-    ready: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
 
     async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _, reply in script:
@@ -37,7 +38,6 @@ async def channel_with_peer(script: Script, *, timeout: float = 1.0) -> tuple[Ch
     server = await asyncio.start_server(peer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    ready.set_result((reader, writer))
     task = asyncio.create_task(server.serve_forever())
     env = parse_environment(b"agi_uniqueid: 1.1\nagi_network_script: hotline\n")
     return Channel(reader, writer, env, command_timeout=timeout), received, task

@@ -1,6 +1,6 @@
 """The menu engine walking the sample menu with a scripted caller (no Asterisk needed)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ivr.config import SAMPLE_MENU
 from ivr.menu.engine import CallContext, MenuEngine, Routed, SelfServed
@@ -59,14 +59,14 @@ async def test_balance_is_self_served() -> None:
 
 
 async def test_english_selection_changes_prompts_and_channel_language() -> None:
-    ending, ctx, caller = await run("211")
+    _, ctx, caller = await run("211")
     assert ctx.language == "en"
     assert caller.variables["CHANNEL(language)"] == "en"
     assert caller.played[-1] == "/srv/p/en/goodbye"
 
 
 async def test_key_account_goes_straight_to_its_desk_with_top_priority() -> None:
-    ending, ctx, _ = await run("", CustomerClass.KEY)
+    ending, _, _ = await run("", CustomerClass.KEY)
     assert ending == Routed("keyaccount", "hotline-keyaccount", 10)
 
 
@@ -154,8 +154,8 @@ async def test_business_hours_in_the_menu_time_zone() -> None:
         return await engine.run(ScriptedCaller(""), CallContext("1", "", "", CustomerClass.PUBLIC, "en"))
 
     # Monday 2026-11-23 02:00 UTC is 10:00 in Shanghai: open.
-    assert isinstance(await ending_at(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)), Routed)
+    assert isinstance(await ending_at(datetime(2026, 11, 23, 2, 0, tzinfo=UTC)), Routed)
     # Monday 11:00 UTC is 19:00 in Shanghai: closed.
-    assert await ending_at(datetime(2026, 11, 23, 11, 0, tzinfo=timezone.utc)) == SelfServed("closed")
+    assert await ending_at(datetime(2026, 11, 23, 11, 0, tzinfo=UTC)) == SelfServed("closed")
     # A holiday Monday (2026-10-05) at 10:00 local: closed.
-    assert await ending_at(datetime(2026, 10, 5, 2, 0, tzinfo=timezone.utc)) == SelfServed("closed")
+    assert await ending_at(datetime(2026, 10, 5, 2, 0, tzinfo=UTC)) == SelfServed("closed")

@@ -1,0 +1,153 @@
+"""The AMI wrapper: sanitising, login check, ping watchdog, backoff, close, guarded handlers.
+
+A fake AMI peer is used for faults a real Asterisk cannot produce on demand (a peer that stops
+answering pings, chunked UTF-8); tests/e2e covers the wrapper against the real one.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from routing.ami import AmiClient, clean_action
+
+
+def test_cr_lf_are_stripped_from_every_value_and_originate_is_async() -> None:
+    action = clean_action({"Action": "Originate", "CallerID": '"x"\r\nAction: Command\r\nCommand: core stop now',
+                           "Variable": ["A=1\n", "B=2"], "Async": "false"})
+    assert action["CallerID"] == '"x"Action: CommandCommand: core stop now'
+    assert action["Variable"] == ["A=1", "B=2"]
+    assert action["Async"] == "true"
+
+
+@dataclass
+class FakeAmi:
+    """A minimal AMI server: answers Login (per `secret`) and Ping (unless `answer_pings` is off)."""
+
+    secret: str = "s3cret"
+    answer_pings: bool = True
+    connections: int = 0
+    actions: list[dict[str, str]] = field(default_factory=list)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        try:
+            while True:
+                block = await reader.readuntil(b"\r\n\r\n")
+                fields = dict(line.split(": ", 1) for line in block.decode().strip().split("\r\n") if ": " in line)
+                self.actions.append(fields)
+                action_id = fields.get("ActionID", "")
+                name = fields.get("Action", "").lower()
+                if name == "login":
+                    ok = fields.get("Secret") == self.secret
+                    writer.write(f"Response: {'Success' if ok else 'Error'}\r\nActionID: {action_id}\r\n"
+                                 f"Message: {'Authentication accepted' if ok else 'Authentication failed'}\r\n\r\n"
+                                 .encode())
+                elif name == "ping" and self.answer_pings:
+                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    def emit(self, raw: bytes) -> None:
+        for writer in self.writers:
+            if not writer.is_closing():
+                writer.write(raw)
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    fake = FakeAmi()
+    fake.server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    yield fake
+    for writer in fake.writers:
+        writer.close()
+    fake.server.close()
+
+
+def client(fake: FakeAmi, secret: str = "s3cret", **kw: float) -> AmiClient:
+    return AmiClient("127.0.0.1", fake.port, "hotline", secret, backoff_initial=0.05, backoff_max=0.2, **kw)
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_refused_login_never_becomes_ready_and_retries_with_backoff(fake_ami: FakeAmi) -> None:
+    ami = client(fake_ami, secret="wrong")
+    await ami.start()
+    await wait_for(lambda: fake_ami.connections >= 3)
+    assert not ami.ready
+    await ami.close()
+
+
+async def test_unanswered_ping_forces_a_reconnect(fake_ami: FakeAmi) -> None:
+    ami = client(fake_ami, ping_interval=0.1, ping_timeout=0.1)
+    await ami.start()
+    await ami.wait_ready(2)
+    fake_ami.answer_pings = False
+    await wait_for(lambda: fake_ami.connections >= 2)
+    fake_ami.answer_pings = True
+    await ami.wait_ready(2)
+    assert ami.connections >= 2
+    await ami.close()
+
+
+async def test_close_stops_reconnecting(fake_ami: FakeAmi) -> None:
+    ami = client(fake_ami)
+    await ami.start()
+    await ami.wait_ready(2)
+    await ami.close()
+    count = fake_ami.connections
+    await asyncio.sleep(0.5)
+    assert fake_ami.connections == count
+    assert ami.state == "closed"
+
+
+async def test_a_failing_handler_does_not_drop_events_and_utf8_split_survives(fake_ami: FakeAmi) -> None:
+    ami = client(fake_ami)
+    seen: list[str] = []
+
+    def broken(event: object) -> None:
+        raise RuntimeError("handler bug")
+
+    async def good(event: dict[str, str]) -> None:
+        seen.append(event["CallerIDName"])
+
+    ami.on("Newchannel", broken)
+    ami.on("Newchannel", good)
+    await ami.start()
+    await ami.wait_ready(2)
+    name = "张三".encode()
+    first = b"Event: Newchannel\r\nCallerIDName: " + name[:2]
+    fake_ami.emit(first)
+    await asyncio.sleep(0.05)  # the character arrives split across two TCP chunks
+    fake_ami.emit(name[2:] + b"\r\n\r\nEvent: Newchannel\r\nCallerIDName: b\r\n\r\n")
+    await wait_for(lambda: len(seen) == 2)
+    assert seen == ["张三", "b"]
+    await ami.close()
+
+
+async def test_action_values_reach_the_wire_without_cr_lf(fake_ami: FakeAmi) -> None:
+    ami = client(fake_ami)
+    await ami.start()
+    await ami.wait_ready(2)
+    with pytest.raises(TimeoutError):  # the fake does not answer QueueAdd; only the bytes matter
+        await ami.action({"Action": "QueueAdd", "Queue": "q\r\nAction: Logoff", "Interface": "Local/1@x"},
+                         timeout=0.2)
+    added = [a for a in fake_ami.actions if a.get("Action") == "QueueAdd"]
+    assert added and added[0]["Queue"] == "qAction: Logoff"
+    assert not any(a.get("Action") == "Logoff" for a in fake_ami.actions)
+    await ami.close()
