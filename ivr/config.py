@@ -64,11 +64,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("HOTLINE_CONFIG")
-        if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
-        return tuple(sources)
+        # The TOML source reads model_config["toml_file"]: set by load_settings, absent otherwise.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
     @property
     def built_prompts_dir(self) -> Path:
@@ -80,6 +77,14 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
-    if config_file:
-        os.environ["HOTLINE_CONFIG"] = config_file
-    return Settings(**overrides)
+    """Settings from the defaults, ``config_file`` (or HOTLINE_CONFIG), HOTLINE_* and ``overrides``."""
+    path = config_file or os.environ.get("HOTLINE_CONFIG")
+    if not path:
+        return Settings(**overrides)
+
+    toml_file = Path(path)
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file)
+
+    return FileSettings(**overrides)
