@@ -1,8 +1,10 @@
 """The composition root: the one place where the hotline's components are built and wired.
 
-Start order: local services (Redis, Asterisk) -> stores -> FastAGI -> AMI -> web. Stop runs in
-reverse: FastAGI stops accepting and drains calls first (killed sessions still reach a queue
-through the dialplan's fallback), then AMI, web and the owned background tasks.
+Start order: local services (Redis, Asterisk) -> stores -> FastAGI -> AMI -> web. Stop: new IVR
+sessions are refused and those in progress drain (cut-off ones reach a queue through the
+dialplan's fallback); the local Asterisk stops, and the hangup handlers it runs still reach
+``finish``, so calls cut off by the shutdown keep their outcome; then FastAGI, web, AMI and the
+owned background tasks stop, and Redis last.
 """
 
 from __future__ import annotations
@@ -117,7 +119,12 @@ class Hotline:
 
     async def stop(self, *, stop_pbx: bool = True) -> None:
         if self.agi is not None:
-            await self.agi.stop(self.settings.drain_timeout)
+            self.agi.refuse("hotline")
+            await self.agi.drain(self.settings.drain_timeout, {"hotline"})
+        if self.pbx is not None and stop_pbx:
+            await self.pbx.stop()
+        if self.agi is not None:
+            await self.agi.stop(drain_timeout=5.0)
         if self._web_runner is not None:
             await self._web_runner.cleanup()
         if self.ami is not None:
@@ -126,8 +133,6 @@ class Hotline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.pbx is not None and stop_pbx:
-            await self.pbx.stop()
         if self.redis is not None:
             await self.redis.aclose()
         if self.local_redis is not None:

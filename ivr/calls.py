@@ -36,14 +36,25 @@ CALL_STATE_TTL = 24 * 3600
 class CallStates:
     """Calls in progress: in memory, mirrored to Redis best-effort."""
 
-    def __init__(self, redis: Redis, *, timeout: float = 0.2) -> None:
+    def __init__(self, redis: Redis, *, timeout: float = 0.2, pause_after_failure: float = 5.0) -> None:
         self._redis = redis
         self._timeout = timeout
+        self._pause = pause_after_failure
+        self._paused_until = 0.0  # after a failed write, callers are not made to wait again at once
         self._live: dict[str, CallContext] = {}
         self._ivr_ended: dict[str, str] = {}  # uniqueid -> how the IVR part ended
 
     def add(self, call: CallContext) -> None:
         self._live[call.uniqueid] = call
+        self._forget_stale(call.started_at)
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop calls whose hangup handler never reached us (controller down at that moment)."""
+        if len(self._live) < 1000:
+            return
+        for uniqueid in [u for u, c in self._live.items() if now - c.started_at > CALL_STATE_TTL]:
+            self._live.pop(uniqueid, None)
+            self._ivr_ended.pop(uniqueid, None)
 
     def mark_ended(self, call: CallContext, how: str) -> None:
         self._ivr_ended[call.uniqueid] = how
@@ -51,26 +62,33 @@ class CallStates:
     async def checkpoint(self, call: CallContext, ended: str | None = None) -> None:
         state = dataclasses.asdict(call)
         state["customer_class"] = call.customer_class.value
+        state["variables"] = {k: val for k, val in call.variables.items() if k not in call.sensitive}
         state["ivr_ended"] = ended or self._ivr_ended.get(call.uniqueid)
+        if time.monotonic() < self._paused_until:
+            return
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.set(
                     CALL_STATE_KEY.format(uniqueid=call.uniqueid), json.dumps(state), ex=CALL_STATE_TTL
                 )
         except (TimeoutError, RedisError, OSError):
-            pass  # memory still has it; only a controller restart would miss it
+            # Memory still has it; only a controller restart would miss it.
+            self._paused_until = time.monotonic() + self._pause
 
     async def take(self, uniqueid: str) -> tuple[CallContext | None, str | None]:
-        """Remove and return a call's context and how its IVR part ended."""
+        """Remove and return a call's context and how its IVR part ended (from Redis if another
+        process started the call)."""
         call = self._live.pop(uniqueid, None)
         ended = self._ivr_ended.pop(uniqueid, None)
+        key = CALL_STATE_KEY.format(uniqueid=uniqueid)
+        raw = None
+        try:
+            async with asyncio.timeout(self._timeout * 5):
+                raw = await self._redis.getdel(key) if call is None else await self._redis.delete(key)
+        except (TimeoutError, RedisError, OSError):
+            pass
         if call is None:
-            try:
-                async with asyncio.timeout(self._timeout * 5):
-                    raw = await self._redis.get(CALL_STATE_KEY.format(uniqueid=uniqueid))
-            except (TimeoutError, RedisError, OSError):
-                raw = None
-            if raw:
+            if isinstance(raw, (bytes, str)) and raw:
                 state = json.loads(raw)
                 ended = state.pop("ivr_ended", None)
                 state["customer_class"] = CustomerClass(state["customer_class"])
@@ -154,6 +172,7 @@ def build_outcome(
         wait_seconds=wait,
         talk_seconds=talk,
         fallback_reason=fallback_reason,
+        overflow=var(v.OVERFLOW) or None,
         queue_status=status,
         started_at=call.started_at if call else None,
         queued_at=queued_at,
@@ -210,7 +229,7 @@ class CallHandlers:
             await channel.answer()
             ending = await self._engine(menu).run(channel, call)
         except ChannelHangup:
-            self._states.mark_ended(call, "caller_hangup")
+            self._states.mark_ended(call, "self_served" if call.self_served else "caller_hangup")
             await self._states.checkpoint(call)
             raise
         if isinstance(ending, Routed):

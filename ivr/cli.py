@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ivr.agi.channel import DTMF_DIGITS
 from ivr.config import Settings, load_settings
@@ -138,8 +139,11 @@ async def _dial(
             return 1
         print(record.to_json() if as_json else _describe(record))
         return 0
-    except AmiError as exc:
-        print(f"AMI error: {exc}", file=sys.stderr)
+    except (AmiError, TimeoutError) as exc:
+        print(f"AMI error: {exc or 'no answer in time'}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"cannot read the outcome from Redis: {exc}", file=sys.stderr)
         return 1
     finally:
         await ami.close()
@@ -170,7 +174,7 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
     redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
     try:
         records = await OutcomeStore(redis, settings.outcome_journal).recent(count)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         print(f"cannot read outcomes from Redis: {exc}", file=sys.stderr)
         return 1
     finally:

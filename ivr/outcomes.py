@@ -64,6 +64,7 @@ class OutcomeRecord:
     wait_seconds: float | None = None
     talk_seconds: float | None = None
     fallback_reason: str | None = None
+    overflow: str | None = None  # why the dialplan moved the caller on to the default queue
     queue_status: str | None = None
     started_at: float | None = None
     queued_at: float | None = None

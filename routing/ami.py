@@ -97,6 +97,11 @@ class _Manager(Manager):  # type: ignore[misc]
         if pinger is not None:
             pinger.cancel()
         self.pinger = None
+        # panoramisk parks unanswered actions here to replay them after a reconnect (an
+        # Originate could run twice): fail them instead, so their callers learn at once.
+        for action in self.awaiting_actions:
+            if not action.future.done():
+                action.future.set_exception(AmiNotConnected("AMI connection lost"))
         self.awaiting_actions.clear()
         self._on_lost()
 
@@ -139,6 +144,7 @@ class AmiClient:
         self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
         self._handlers: dict[str, list[EventHandler]] = {}
         self._events: asyncio.Queue[Message] = asyncio.Queue(maxsize=100_000)
+        self._originates: dict[str, asyncio.Future[Message]] = {}  # ActionID -> OriginateResponse
         self._manager: _Manager | None = None
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
@@ -257,6 +263,11 @@ class AmiClient:
         self._handlers.setdefault(event.lower(), []).append(handler)
 
     def _events_put(self, event: Message) -> None:
+        waiter = self._originates.get(str(event.get("ActionID", "")))
+        if waiter is not None and str(event.get("Event", "")) == "OriginateResponse":
+            if not waiter.done():
+                waiter.set_result(event)
+            return
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:
@@ -308,8 +319,10 @@ class AmiClient:
         timeout_ms: int = 30000,
     ) -> OriginateResult:
         channel_id = channel_id or uuid.uuid4().hex
+        action_id = f"originate-{uuid.uuid4().hex}"
         action: dict[str, object] = {
             "Action": "Originate",
+            "ActionID": action_id,
             "Channel": channel,
             "Context": context,
             "Exten": exten,
@@ -324,11 +337,21 @@ class AmiClient:
             action["CallerID"] = caller_id
         if variables:
             action["Variable"] = [f"{name}={clean_value(value).replace(',', '')}" for name, value in variables.items()]
-        replies = await self.action(action, timeout=timeout_ms / 1000 + 10, as_list=True)
-        final = replies[-1] if isinstance(replies, list) else replies
+        # The reply says whether Asterisk queued it; the OriginateResponse event, whether the
+        # channel came up. Waiting on the event ourselves lets an Error reply return at once.
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._originates[action_id] = waiter
+        try:
+            reply = await self.action(action)
+            if not reply.success:
+                return OriginateResult(False, str(reply.get("Message", "")), channel_id)
+            async with asyncio.timeout(timeout_ms / 1000 + 10):
+                final = await waiter
+        finally:
+            self._originates.pop(action_id, None)
         return OriginateResult(
             success=str(final.get("Response", "")).lower() == "success",
-            reason=str(final.get("Reason", final.get("Message", ""))),
+            reason=str(final.get("Reason", "")),
             uniqueid=channel_id,
         )
 

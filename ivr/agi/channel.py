@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -137,7 +138,9 @@ class Channel:
     async def _read_line(self) -> str:
         try:
             raw = await self._reader.readline()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+        except ConnectionError:
+            raise self._mark_closed() from None
+        except (asyncio.LimitOverrunError, ValueError) as exc:
             # ValueError is how StreamReader reports a line over its limit.
             raise AgiProtocolError(f"unreadable reply: {exc}") from exc
         if not raw.endswith(b"\n"):
@@ -150,8 +153,6 @@ class Channel:
             kind = classify_line(line)
             if kind is LineKind.HANGUP:
                 self._mark_hung_up(HangupReason.HANGUP_LINE)
-                continue
-            if kind is LineKind.STRAY_ENVIRONMENT:
                 continue
             if kind is LineKind.USAGE_START:
                 lines = [line]
@@ -222,6 +223,41 @@ class Channel:
             self._mark_closed()
         if not self._writer.is_closing():
             self._writer.close()
+
+    async def synchronize(self) -> int:
+        """Make sure the next reply we read answers our next command; returns lines discarded.
+
+        Asterisk writes the caller's name and number raw into the environment, so a name can
+        carry whole lines (a fake end of environment, fake ``200`` replies) that would otherwise
+        be read as replies. Asterisk sent all of them before it read any command from us, so we
+        ask it to echo a random nonce and drop everything that arrives before the echo.
+        """
+        nonce = "hotline-sync-" + secrets.token_hex(8)
+        discarded = 0
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._command_timeout):
+                    self._writer.write(encode_command("GET FULL VARIABLE", nonce))
+                    await self._writer.drain()
+                    while True:
+                        line = await self._read_line()
+                        if line == f"200 result=1 ({nonce})":
+                            break
+                        if line == "HANGUP":
+                            self._mark_hung_up(HangupReason.HANGUP_LINE)
+                        discarded += 1
+            except TimeoutError:
+                self.close()
+                raise AgiTimeout("no reply to the synchronizing command") from None
+            except (ConnectionError, OSError):
+                raise self._mark_closed() from None
+        if discarded:
+            log.warning(
+                "call %s: dropped %d stray line(s) before the first reply (hostile caller ID?)",
+                self.env.uniqueid,
+                discarded,
+            )
+        return discarded
 
     # -- the typed API --------------------------------------------------------------------
 
@@ -305,7 +341,9 @@ class Channel:
 
     async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0) -> int:
         """Run a dialplan application. Arguments are joined with commas, each escaped for it."""
-        joined = ",".join(a.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|") for a in arguments)
+        joined = ",".join(
+            a.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace('"', '\\"') for a in arguments
+        )
         reply = await self._execute_live("EXEC", application, joined, extra_time=max_seconds)
         code = reply.result_int
         if code == -2:

@@ -89,8 +89,18 @@ class AgiEnvironment:
 # holding "\nagi_network_script: x" could otherwise pick our handler. For these the first
 # occurrence is Asterisk's own; for the variables written after the name, the last one is.
 _WRITTEN_BEFORE_CALLER_DATA = frozenset(
-    {"network", "network_script", "request", "channel", "language", "type", "uniqueid", "version", "callerid",
-     "calleridname"}
+    {
+        "network",
+        "network_script",
+        "request",
+        "channel",
+        "language",
+        "type",
+        "uniqueid",
+        "version",
+        "callerid",
+        "calleridname",
+    }
 )
 
 
@@ -185,16 +195,12 @@ class LineKind(Enum):
     REPLY = "reply"
     USAGE_START = "usage_start"
     HANGUP = "hangup"
-    STRAY_ENVIRONMENT = "stray_environment"
 
 
 def classify_line(line: str) -> LineKind:
-    """What a line read between commands is: a reply, the start of a 520 block, HANGUP, or the
-    rest of an environment block that a blank line in a raw caller name cut short."""
+    """What a line read between commands is: a reply, the start of a 520 block, or HANGUP."""
     if line == "HANGUP":
         return LineKind.HANGUP
-    if not line or line.startswith("agi_"):
-        return LineKind.STRAY_ENVIRONMENT
     if line.startswith("520-"):
         return LineKind.USAGE_START
     if line[:3].isdigit():

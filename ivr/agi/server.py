@@ -1,7 +1,8 @@
 """An asyncio FastAGI server: accepts Asterisk's connections and hands each call to a handler.
 
 It owns every session task: ``stop()`` stops accepting, lets calls drain for a deadline and then
-cancels what is left, so no task outlives the server. A handler ends normally on
+cancels what is left, so no task outlives the server. ``refuse()`` and ``drain()`` let a shutdown
+stop one script first (new IVR calls) while another keeps working (hangup handlers). A handler ends normally on
 :class:`ChannelHangup`; any other exception is logged and the connection closed, which makes the
 dialplan send the caller to its fallback queue.
 """
@@ -42,7 +43,8 @@ class FastAgiServer:
         self._command_timeout = command_timeout
         self._allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], str] = {}  # task -> script ("" before the env)
+        self._refused: set[str] = set()
         self.accepting = False
 
     @property
@@ -55,19 +57,30 @@ class FastAgiServer:
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
         self.accepting = True
+        self._refused.clear()
         log.info("FastAGI listening on %s:%d", self.host, self.port)
+
+    def refuse(self, *scripts: str) -> None:
+        """Refuse new sessions of these scripts (Asterisk's dialplan then takes over)."""
+        self._refused.update(scripts)
+
+    async def drain(self, timeout: float, scripts: set[str] | None = None) -> None:
+        """Give sessions (of ``scripts``, or all) ``timeout`` seconds to end, then cancel them."""
+        tasks = {t for t, s in self._sessions.items() if scripts is None or s in scripts}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting, give calls in progress ``drain_timeout`` seconds, then cancel them."""
         self.accepting = False
         if self._server is not None:
             self._server.close()
-        if self._sessions:
-            _, pending = await asyncio.wait(set(self._sessions), timeout=drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=2.0)
+        await self.drain(drain_timeout)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -85,11 +98,11 @@ class FastAgiServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._sessions[task] = ""
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, task)
         finally:
-            self._sessions.discard(task)
+            self._sessions.pop(task, None)
             if not writer.is_closing():
                 writer.close()
 
@@ -111,7 +124,9 @@ class FastAgiServer:
                 break
         return raw
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
+    ) -> None:
         if not self.accepting or not self._peer_allowed(writer):
             log.warning("FastAGI connection refused from %s", writer.get_extra_info("peername"))
             return
@@ -132,12 +147,17 @@ class FastAgiServer:
             log.warning("FastAGI environment of %d bytes exceeds %d; dropped", len(raw), MAX_ENV_BYTES)
             return
         env = parse_environment(raw)
+        if env.script in self._refused:
+            log.info("call %s: %s refused while shutting down", env.uniqueid, env.script)
+            return
+        self._sessions[task] = env.script
         handler = self._handlers.get(env.script)
         if handler is None or not env.uniqueid:
             log.warning("FastAGI request for unknown script %r or without uniqueid; dropped", env.script)
             return
         channel = Channel(reader, writer, env, command_timeout=self._command_timeout)
         try:
+            await channel.synchronize()
             await handler(channel)
         except ChannelHangup:
             pass

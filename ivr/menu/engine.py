@@ -64,8 +64,10 @@ class CallContext:
     variables: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # as recorded: sensitive ones masked
     path: list[str] = field(default_factory=list)
-    fallback_reason: str | None = None
+    fallback_reason: str | None = None  # set when retries ran out; cleared by later valid input
     menu_stack: list[str] = field(default_factory=list)
+    sensitive: list[str] = field(default_factory=list)  # variables never written anywhere in clear
+    self_served: bool = False  # reached a hangup node: a hangup during its goodbye is still self-service
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class MenuEngine:
             digit = pending if pending is not None else await self._ask(voice, call, node.prompt, node.timeout)
             pending = None
             if digit is not None and digit in node.options:
+                call.fallback_reason = None
                 return node.options[digit]
             failure = "no_input" if digit is None else "invalid_input"
             error_prompt = (
@@ -197,8 +200,11 @@ class MenuEngine:
                 and (node.pattern is None or re.fullmatch(node.pattern, digits) is not None)
             )
             if valid:
+                call.fallback_reason = None
                 call.variables[node.variable] = digits
                 call.inputs[node.variable] = mask(digits) if node.sensitive else digits
+                if node.sensitive and node.variable not in call.sensitive:
+                    call.sensitive.append(node.variable)
                 return self._require(node.next, node_id)
             failure = "no_input" if first is None else "invalid_input"
             error_prompt = (
@@ -260,6 +266,7 @@ class MenuEngine:
                 priority = node.priority if node.priority is not None else self.menu.priority_for(call.customer_class)
                 return Routed(node.skill, self.menu.skills[node.skill], priority)
             elif isinstance(node, HangupNode):
+                call.self_served = True
                 if node.prompt:
                     await voice.stream_file(self._prompt(node.prompt, call))
                 return SelfServed(node_id)

@@ -47,8 +47,13 @@ def edges(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str
         for i, case in enumerate(node.cases):
             yield (*base, "cases", i, "goto"), case.goto
         yield (*base, "default"), node.default
-    elif isinstance(node, GotoNode) and node.target:
-        yield (*base, "target"), node.target
+    elif isinstance(node, GotoNode):
+        if node.target:
+            yield (*base, "target"), node.target
+        else:
+            # "back" returns to the previous menu, or to start when there is none: counting the
+            # edge to start lets the loop check catch `start -> play -> back`.
+            yield (*base, "back"), menu.start
 
 
 def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -37,7 +37,7 @@ async def test_key_account_is_answered_before_a_public_caller_waiting_longer(hot
         key = await calls.dial(number="13900000001", wait=0.5)
         key_entry = await calls.wait_in_queue("hotline-general", key)
         assert int(public_entry["Wait"]) >= int(key_entry["Wait"])  # the public caller was first
-        assert (public_entry.get("Priority"), key_entry.get("Priority")) in ((None, None), ("1", "10"))
+        assert (public_entry["Priority"], key_entry["Priority"]) == ("1", "10")
         await hotline.ami.queue_add("hotline-general", agent, member_name="agent-e2e")
         key_record = await calls.outcome(key)
         public_record = await calls.outcome(public)
@@ -82,13 +82,14 @@ async def test_controller_stopped_mid_call_caller_still_reaches_a_queue(hotline:
     assert record.menu_path[:2] == ["start", "welcome"]
 
 
-async def test_hostile_caller_id_adds_no_agi_or_ami_line(hotline: Hotline, calls: Calls) -> None:
+async def test_hostile_caller_id_adds_no_ami_line(hotline: Hotline, calls: Calls) -> None:
+    # CR/LF in an Originate's CallerID would inject AMI headers (here: a QueueAdd of a fake agent).
     evil = 'Evil"\\ \r\nAction: QueueAdd\r\nQueue: hotline-general\r\nInterface: Local/evil@x\r\n\r\n'
     uniqueid = await calls.dial(keys="111", name=evil, number='138"\r\n0001')
     record = await calls.outcome(uniqueid)
-    assert record.disposition is Disposition.SELF_SERVED  # the AGI conversation stayed in step
+    assert record.disposition is Disposition.SELF_SERVED
     assert "\n" not in record.caller_name and "\r" not in record.caller_name
-    assert "evil" not in await calls.cli("queue show hotline-general")  # no AMI header injected
+    assert "Local/evil@x" not in await calls.cli("queue show hotline-general")
 
 
 async def test_raw_cr_lf_in_caller_name_reaching_the_agi_environment(calls: Calls) -> None:
@@ -99,3 +100,14 @@ async def test_raw_cr_lf_in_caller_name_reaching_the_agi_environment(calls: Call
     record = await calls.outcome(uniqueid)
     assert record.disposition is Disposition.SELF_SERVED
     assert record.menu_path[-2:] == ["balance", "goodbye"]
+
+
+async def test_caller_name_forging_the_end_of_the_environment_and_replies(calls: Calls) -> None:
+    # A fake agi_threadid ends the environment early; then fake replies: "50" would be key 2
+    # (English) at the first prompt, "(pwned)" a forged variable value. None may be taken as a reply.
+    raw = "x%0Aagi_threadid%3A%201%0A%0A200%20result%3D50%0A200%20result%3D1%20(pwned)%0A"
+    uniqueid = await calls.dial(keys="111", context="hotline-test-inbound", extra={"__RAW_CALLER_NAME": raw})
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.SELF_SERVED
+    assert record.language == "zh"  # the caller pressed 1 (Mandarin); the forged "2" was dropped
+    assert record.menu_path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]

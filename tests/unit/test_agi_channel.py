@@ -5,6 +5,7 @@ stalls) that a real Asterisk cannot be made to produce on demand. Real-call beha
 """
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,6 +13,16 @@ import pytest
 from ivr.agi.channel import AgiCommandError, AgiTimeout, Channel, ChannelHangup, ChannelState, HangupReason
 from ivr.agi.protocol import parse_environment
 from ivr.agi.server import FastAgiServer
+
+SYNC = re.compile(rb'^GET FULL VARIABLE "(hotline-sync-[0-9a-f]+)"\n$')
+
+
+async def answer_sync(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, before: bytes = b"") -> None:
+    """Play Asterisk's part of the controller's first command: echo its nonce."""
+    line = await asyncio.wait_for(reader.readline(), 2)
+    match = SYNC.match(line)
+    assert match, line
+    writer.write(before + b"200 result=1 (" + match.group(1) + b")\n")
 
 Script = list[tuple[bytes, bytes]]  # (expected command line, raw reply bytes)
 
@@ -161,6 +172,7 @@ async def test_server_drops_connection_closed_before_headers_and_serves_the_next
         stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", server.port)  # never sends
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"agi_network_script: hotline?x=1\nagi_uniqueid: 42.1\n\n")
+        await answer_sync(reader, writer)
         assert await asyncio.wait_for(reader.readline(), 2) == b"ANSWER\n"
         writer.write(b"200 result=0\n")
         assert await asyncio.wait_for(reader.read(), 2) == b""  # handler done: connection closed
@@ -186,6 +198,7 @@ async def test_blank_line_inside_caller_name_does_not_desync_replies() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"agi_network_script: hotline\nagi_uniqueid: 7.1\nagi_calleridname: evil\n\n"
                      b"agi_language: en\nagi_threadid: 1234\n\n")
+        await answer_sync(reader, writer)
         assert await asyncio.wait_for(reader.readline(), 2) == b"ANSWER\n"
         writer.write(b"200 result=0\n")
         assert await asyncio.wait_for(reader.read(), 2) == b""
@@ -193,3 +206,27 @@ async def test_blank_line_inside_caller_name_does_not_desync_replies() -> None:
     finally:
         await server.stop(0.5)
     assert names == ["evil"]
+
+
+async def test_fake_replies_in_a_caller_name_are_dropped_before_the_first_command() -> None:
+    """A caller name forging the end of the environment and then a reply (review finding H1)."""
+    answers: list[str | None] = []
+
+    async def handler(channel: Channel) -> None:
+        answers.append(await channel.get_variable("HOTLINE_DONE"))
+
+    server = FastAgiServer({"hotline": handler}, port=0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        forged = b"x\nagi_threadid: 1\n\n200 result=1 (pwned)\n"
+        writer.write(b"agi_network_script: hotline\nagi_uniqueid: 8.1\nagi_calleridname: " + forged
+                     + b"agi_callingpres: 0\nagi_threadid: 99\n\n")
+        await answer_sync(reader, writer)
+        assert await asyncio.wait_for(reader.readline(), 2) == b'GET VARIABLE "HOTLINE_DONE"\n'
+        writer.write(b"200 result=0\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    finally:
+        await server.stop(0.5)
+    assert answers == [None]

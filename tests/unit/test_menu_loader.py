@@ -87,6 +87,15 @@ def test_loop_without_caller_input() -> None:
     assert any("loop with no caller input" in p for p in found), found
 
 
+def test_back_without_a_menu_before_it_is_a_loop() -> None:
+    text = BASE.replace("start: main", "start: intro") + (
+        "  intro: {type: play, prompts: [hello], next: again}\n"
+        "  again: {type: goto, back: true}\n"
+    )
+    found = problems(text)
+    assert any("loop with no caller input" in p and "intro" in p for p in found), found
+
+
 def test_prompt_missing_a_language() -> None:
     found = problems(BASE.replace("hello: {zh: 你好, en: hello}", "hello: {zh: 你好}"))
     assert any(p.startswith("m.yaml:8:") and "no text for en" in p for p in found), found

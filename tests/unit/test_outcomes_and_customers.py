@@ -105,3 +105,36 @@ def test_dispositions() -> None:
     assert disposition(None, None, {"HOTLINE_FALLBACK": "FAILURE", "MEMBERNAME": "a"}) is Disposition.FALLBACK
     assert disposition(ctx(), "routed", {"HOTLINE_DONE": "route", "QUEUESTATUS": "UNKNOWN"}) is Disposition.FAILED
     assert disposition(None, None, {}) is Disposition.FAILED
+
+
+async def test_a_restarted_controller_finishes_a_call_from_redis_without_sensitive_values(redis: Redis) -> None:
+    from ivr.calls import CallStates
+
+    before_restart = CallStates(redis)
+    call = ctx(variables={"account": "12345678", "topic": "bill"}, inputs={"account": "********"},
+               sensitive=["account"])
+    before_restart.add(call)
+    before_restart.mark_ended(call, "routed")
+    await before_restart.checkpoint(call)
+    stored = (await redis.get("hotline:call:u")) or b""
+    assert b"12345678" not in stored  # a sensitive value never reaches Redis in clear
+
+    after_restart = CallStates(redis)  # a new process knows nothing in memory
+    restored, ended = await after_restart.take("u")
+    assert restored is not None and ended == "routed"
+    assert restored.path == ["start", "main"] and restored.customer_class is CustomerClass.BUSINESS
+    assert restored.variables == {"topic": "bill"} and restored.inputs == {"account": "********"}
+    assert await redis.exists("hotline:call:u") == 0  # finished calls leave no state behind
+    assert await after_restart.take("u") == (None, None)
+
+
+async def test_checkpoints_pause_after_redis_fails_instead_of_slowing_every_step() -> None:
+    from ivr.calls import CallStates
+
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    states = CallStates(down, timeout=0.2)
+    started = time.monotonic()
+    for _ in range(20):
+        await states.checkpoint(ctx())
+    assert time.monotonic() - started < 1.0
+    await down.aclose()
