@@ -17,11 +17,12 @@ from redis.exceptions import RedisError
 
 from ivr.agi.channel import DTMF_DIGITS
 from ivr.config import Settings, load_settings
-from ivr.menu.loader import MenuError, load_menu
+from ivr.menu.loader import load_menu
 from ivr.menu.schema import CustomerClass
 from ivr.outcomes import OutcomeRecord, OutcomeStore
 from ivr.prompts import PromptBuildError, build_prompts
 from ivr.services import local_ami_secret
+from ivr.yamldoc import ConfigError
 from routing.ami import AmiClient, AmiError
 from routing.customers import Customer, CustomerDirectory, normalize_number
 
@@ -69,7 +70,7 @@ def _check(paths: list[str]) -> int:
     for path in paths:
         try:
             menu = load_menu(path)
-        except MenuError as exc:
+        except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             status = 1
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         try:
             return asyncio.run(_serve(settings))
-        except MenuError as exc:
+        except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
     if args.command == "dial":
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             menu = load_menu(settings.menu)
             made = build_prompts(menu, args.out or settings.built_prompts_dir, force=args.force)
-        except (MenuError, PromptBuildError) as exc:
+        except (ConfigError, PromptBuildError) as exc:
             print(exc, file=sys.stderr)
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from ivr.config import SAMPLE_MENU
-from ivr.menu.loader import MenuError, load_menu, parse_menu_text
+from ivr.menu.loader import load_menu, parse_menu_text
+from ivr.yamldoc import ConfigError
 
 BASE = """\
 name: t
@@ -27,7 +28,7 @@ nodes:
 
 
 def problems(text: str) -> list[str]:
-    with pytest.raises(MenuError) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_menu_text(textwrap.dedent(text), "m.yaml")
     return [str(p) for p in caught.value.problems]
 
@@ -120,7 +121,7 @@ def test_duplicate_keys_are_refused() -> None:
 def test_huge_file_is_refused(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text(BASE + "#" * (2 * 1024 * 1024))
-    with pytest.raises(MenuError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_menu(big)
     assert "larger than" in str(caught.value)
 
