@@ -24,7 +24,7 @@ from ivr.menu.loader import load_menu
 from ivr.menu.schema import Menu
 from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
-from ivr.services import LocalPbx, LocalRedis, local_ami_secret
+from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
 from ivr.web import build_web_app
 from routing.ami import AmiClient
 from routing.customers import CustomerDirectory
@@ -46,6 +46,7 @@ class Hotline:
     states: CallStates | None = None
     _web_runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _owns_pbx: bool = False  # only what this process started is stopped by it
 
     @property
     def ami_secret(self) -> str:
@@ -104,9 +105,18 @@ class Hotline:
             command_timeout=s.agi_command_timeout,
             allowed_peers=s.agi_allowed_peers,
         )
-        await self.agi.start()
+        try:
+            await self.agi.start()
+        except OSError as exc:
+            self.agi = None
+            raise PortInUse(
+                f"FastAGI cannot listen on {s.agi_host}:{s.agi_port} ({exc.strerror}): "
+                "is another `hotline serve` running?"
+            ) from None
         if self.pbx is not None:
-            await self.pbx.start()
+            self._owns_pbx = await self.pbx.start()
+            if not self._owns_pbx:
+                log.warning("Asterisk instance %r was already running; using it as it is", s.pbx_name)
 
         self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret)
         await self.ami.start()
@@ -114,21 +124,24 @@ class Hotline:
 
         self._web_runner = web.AppRunner(build_web_app(self))
         await self._web_runner.setup()
-        await web.TCPSite(self._web_runner, s.web_host, s.web_port).start()
+        try:
+            await web.TCPSite(self._web_runner, s.web_host, s.web_port).start()
+        except OSError as exc:
+            raise PortInUse(f"the web cannot listen on {s.web_host}:{s.web_port} ({exc.strerror})") from None
         log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/", s.agi_host, self.agi.port, s.web_host, s.web_port)
 
     async def stop(self, *, stop_pbx: bool = True) -> None:
         if self.agi is not None:
             self.agi.refuse("hotline")
             await self.agi.drain(self.settings.drain_timeout, {"hotline"})
-        if self.pbx is not None and stop_pbx:
+        if self.ami is not None:
+            await self.ami.close()  # before Asterisk goes: its going is no reason to reconnect
+        if self.pbx is not None and stop_pbx and self._owns_pbx:
             await self.pbx.stop()
         if self.agi is not None:
             await self.agi.stop(drain_timeout=5.0)
         if self._web_runner is not None:
             await self._web_runner.cleanup()
-        if self.ami is not None:
-            await self.ami.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

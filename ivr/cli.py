@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -16,12 +17,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ivr.agi.channel import DTMF_DIGITS
-from ivr.config import Settings, load_settings
+from ivr.config import Settings, SettingsProblem, load_settings
 from ivr.menu.loader import load_menu
 from ivr.menu.schema import CustomerClass
 from ivr.outcomes import OutcomeRecord, OutcomeStore
 from ivr.prompts import PromptBuildError, build_prompts
-from ivr.services import local_ami_secret
+from ivr.services import ServiceError, local_ami_secret
 from ivr.yamldoc import ConfigError
 from routing.ami import AmiClient, AmiError
 from routing.customers import Customer, CustomerDirectory, normalize_number
@@ -40,7 +41,12 @@ def _redis_url(settings: Settings) -> str:
 # -- serve ------------------------------------------------------------------------------------
 
 
-async def _serve(settings: Settings) -> int:
+def _program() -> str:
+    """How the user ran us (e.g. `.venv/bin/hotline`), to print commands they can paste."""
+    return os.path.relpath(sys.argv[0]) if os.path.sep in sys.argv[0] else "hotline"
+
+
+async def _serve(settings: Settings, me: str) -> int:
     from ivr.app import Hotline
 
     hotline = Hotline(settings)
@@ -51,12 +57,16 @@ async def _serve(settings: Settings) -> int:
     try:
         await hotline.start()
         print(
-            f"hotline is up: call it with `hotline dial --from 13800000000 --keys 1 1`; "
-            f"recent calls at http://{settings.web_host}:{settings.web_port}/",
+            f"hotline is up. Place a test call: {me} dial --from 13800000000 --keys 1 1 1\n"
+            f"Recent calls: {me} calls, or http://{settings.web_host}:{settings.web_port}/ (Ctrl-C stops)",
             flush=True,
         )
         await stop.wait()
-        print("stopping: draining calls in progress ...", flush=True)
+        calls = hotline.agi.active_sessions if hotline.agi else 0
+        print(f"stopping{f': draining {calls} call(s) in progress' if calls else ''} ...", flush=True)
+    except (ServiceError, ConfigError) as exc:
+        print(f"hotline cannot start: {exc}", file=sys.stderr)
+        return 1
     finally:
         await hotline.stop()
     return 0
@@ -85,7 +95,15 @@ def _check(paths: list[str]) -> int:
 
 
 async def _dial(
-    settings: Settings, number: str, name: str, keys: list[str], gap: float, hold: float, wait: float, as_json: bool
+    settings: Settings,
+    number: str,
+    name: str,
+    keys: list[str],
+    first_key: float,
+    gap: float,
+    hold: float,
+    wait: float,
+    as_json: bool,
 ) -> int:
     key_string = "".join(keys)
     if any(k not in DTMF_DIGITS for k in key_string):
@@ -116,7 +134,12 @@ async def _dial(
             context=ENTRY_CONTEXT,
             exten=ENTRY_EXTENSION,
             caller_id=caller_id,
-            variables={"__CALLER_KEYS": key_string, "__CALLER_GAP": str(gap), "__CALLER_HOLD": str(hold)},
+            variables={
+                "__CALLER_KEYS": key_string,
+                "__CALLER_WAIT": str(first_key),
+                "__CALLER_GAP": str(gap),
+                "__CALLER_HOLD": str(hold),
+            },
             channel_id=uniqueid,
             other_channel_id=f"{uniqueid}-caller",
         )
@@ -180,6 +203,8 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
         return 1
     finally:
         await redis.aclose()
+    if not as_json and records:
+        print(f"{'ended':<19}  {'uniqueid':<28} {'caller':<16} {'class':<9} {'outcome':<16} {'queue':<20} path")
     for record in records:
         if as_json:
             print(record.to_json())
@@ -198,9 +223,13 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
 async def _customer_add(
     settings: Settings, number: str, customer_class: str, name: str, account: str, language: str | None
 ) -> int:
+    normalized = normalize_number(number)
+    if not normalized.lstrip("+"):
+        print(f"not a phone number: {number!r}", file=sys.stderr)
+        return 2
     redis = Redis.from_url(_redis_url(settings))
     try:
-        customer = Customer(normalize_number(number), CustomerClass(customer_class), name, account, language, True)
+        customer = Customer(normalized, CustomerClass(customer_class), name, account, language, True)
         await CustomerDirectory(redis).save(customer)
         print(f"saved {customer.number} as {customer.customer_class.value}")
     finally:
@@ -220,13 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate menu files")
     check.add_argument("menus", nargs="+")
 
-    dial = sub.add_parser("dial", help="place a real test call through Asterisk and print its outcome")
-    dial.add_argument("--from", dest="number", required=True)
-    dial.add_argument("--name", default="")
-    dial.add_argument("--keys", nargs="*", default=[])
+    dial = sub.add_parser(
+        "dial",
+        help="place a real test call through Asterisk and print its outcome",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="A simulated caller (a Local channel) calls the hotline and presses KEYS: the first "
+        "WAIT seconds after the hotline answers, then one every GAP seconds, whatever is playing (any key "
+        "interrupts a prompt, as a real caller's would). It then stays on the line for HOLD seconds, unless "
+        "the hotline hangs up first, and the call's outcome record is printed.",
+    )
+    dial.add_argument("--from", dest="number", required=True, help="the caller's number")
+    dial.add_argument("--name", default="", help="the caller's name")
+    dial.add_argument("--keys", nargs="*", default=[], help="DTMF keys to press, e.g. 1 1 1")
+    dial.add_argument("--first", dest="first_key", type=float, default=2.0, help="seconds before the first key")
     dial.add_argument("--gap", type=float, default=2.0, help="seconds between keys")
-    dial.add_argument("--hold", type=float, default=30.0, help="seconds to stay on the line after the keys")
-    dial.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the outcome")
+    dial.add_argument("--hold", type=float, default=60.0, help="seconds on the line after the last key")
+    dial.add_argument("--wait", type=float, default=240.0, help="seconds to wait for the outcome")
     dial.add_argument("--json", action="store_true")
 
     calls = sub.add_parser("calls", help="recent call outcome records")
@@ -250,16 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--language")
 
     args = parser.parse_args(argv)
+    # The server logs what it does; one-shot commands print their result and log only trouble.
+    quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else quiet, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings(args.config, **({"menu": args.menu} if getattr(args, "menu", None) else {}))
+    try:
+        settings = load_settings(args.config, **({"menu": args.menu} if getattr(args, "menu", None) else {}))
+    except SettingsProblem as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
 
     if args.command == "check":
         return _check(args.menus)
     if args.command == "serve":
         try:
-            return asyncio.run(_serve(settings))
+            return asyncio.run(_serve(settings, _program()))
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -270,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 normalize_number(args.number) or args.number,
                 args.name,
                 args.keys,
+                args.first_key,
                 args.gap,
                 args.hold,
                 args.wait,

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+
+
+class SettingsProblem(Exception):
+    """Settings that cannot be used, said in one line per problem."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MENU = Path(__file__).resolve().parent / "samples" / "hotline-10000.yaml"
@@ -29,7 +40,8 @@ class Settings(BaseSettings):
 
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    agi_allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
+    # From the environment as a comma-separated list: HOTLINE_AGI_ALLOWED_PEERS=127.0.0.0/8,10.1.0.0/16
+    agi_allowed_peers: Annotated[list[str], NoDecode] = ["127.0.0.0/8", "::1/128"]
     agi_command_timeout: float = 10.0
 
     ami_host: str = "127.0.0.1"
@@ -55,6 +67,11 @@ class Settings(BaseSettings):
     customer_lookup_timeout: float = 1.0
     drain_timeout: float = 10.0
 
+    @field_validator("agi_allowed_peers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -79,12 +96,24 @@ class Settings(BaseSettings):
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Settings from the defaults, ``config_file`` (or HOTLINE_CONFIG), HOTLINE_* and ``overrides``."""
     path = config_file or os.environ.get("HOTLINE_CONFIG")
-    if not path:
-        return Settings(**overrides)
+    settings_class = Settings
+    if path:
+        toml_file = Path(path)
+        if not toml_file.is_file():
+            raise SettingsProblem(f"config file {path} does not exist")
 
-    toml_file = Path(path)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=toml_file)
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(toml_file=toml_file)
-
-    return FileSettings(**overrides)
+        settings_class = FileSettings
+    try:
+        return settings_class(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"])
+            message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+            lines.append(f"{name}: {message} (from {path or 'HOTLINE_* variables'})")
+        raise SettingsProblem("\n".join(lines)) from None
+    except (SettingsError, ValueError) as exc:  # TOML syntax, an unparsable HOTLINE_* value
+        raise SettingsProblem(str(exc)) from None

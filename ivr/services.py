@@ -27,6 +27,10 @@ class ServiceError(Exception):
     pass
 
 
+class PortInUse(ServiceError):
+    pass
+
+
 class LocalRedis:
     """A private redis-server with AOF on, in a folder of its own."""
 
@@ -53,22 +57,13 @@ class LocalRedis:
             pass
         finally:
             await client.aclose()
+        # A session of its own: Ctrl-C on `hotline serve` must not kill Redis before the
+        # outcomes of calls being cut off are written; stop() ends it last.
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                     "--appendonly", "yes", "--save", "", "--protected-mode", "yes"]
         self._process = await asyncio.create_subprocess_exec(
-            server,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data_dir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--protected-mode",
-            "yes",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            server, *arguments, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = Redis.from_url(self.url)
         try:
@@ -131,8 +126,18 @@ class LocalPbx:
             raise ServiceError(f"hotline-pbx {' '.join(args)} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
-    async def start(self) -> None:
+    def is_running(self) -> bool:
+        result = subprocess.run(
+            [str(PBX_SCRIPT), "status", self.name], env=self._env, capture_output=True, timeout=30, check=False
+        )
+        return result.returncode == 0
+
+    async def start(self) -> bool:
+        """Start the instance; False if it was already running (then it is not ours to stop)."""
+        if await asyncio.to_thread(self.is_running):
+            return False
         await asyncio.to_thread(self._run, "start", self.name)
+        return True
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._run, "stop", self.name, timeout=60)

@@ -9,6 +9,8 @@ data; its error locations are mapped back to ``file:line:column``.
 
 from __future__ import annotations
 
+import difflib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,7 +56,8 @@ class Positions:
 
     def __init__(self, file: str) -> None:
         self.file = file
-        self.marks: dict[YamlPath, tuple[int, int]] = {}
+        self.marks: dict[YamlPath, tuple[int, int]] = {}  # where each value starts
+        self.key_marks: dict[YamlPath, tuple[int, int]] = {}  # where each mapping key starts
 
     def problem(self, path: YamlPath, message: str) -> ConfigProblem:
         # Walk back to the nearest ancestor we have a position for (a missing field has none).
@@ -80,7 +83,7 @@ def _plain(node: yaml.Node, path: YamlPath, positions: Positions, loader: yaml.S
             if key in result:
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 raise ConfigError([ConfigProblem(positions.file, line, col, f"duplicate key {key!r}")])
-            positions.marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            positions.key_marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = _plain(value_node, (*path, key), positions, loader)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -124,8 +127,27 @@ def parse_yaml(text: str, file: str) -> tuple[dict[str, Any], Positions]:
     return data, positions
 
 
+def _field_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every field name a model and its nested models accept (for "did you mean" hints)."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+
+    def walk(annotation: object) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(_field_names(annotation, seen))
+        for inner in typing.get_args(annotation):
+            walk(inner)
+
+    for field in model.model_fields.values():
+        walk(field.annotation)
+    return names
+
+
 def validate(model: type[Model], data: dict[str, Any], positions: Positions) -> Model:
-    """Validate with pydantic; every error becomes a positioned problem."""
+    """Validate with pydantic; every error becomes a positioned problem in plain words."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -137,8 +159,16 @@ def validate(model: type[Model], data: dict[str, Any], positions: Positions) -> 
             for step in location:
                 if (*path, step) in positions.marks:
                     path = (*path, step)
-            where = ".".join(str(s) for s in location)
-            problems.append(positions.problem(path, f"{where}: {error['msg']}"))
+            where = ".".join(str(s) for s in path)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden" and path:
+                field = str(path[-1])
+                hint = difflib.get_close_matches(field, _field_names(model), n=1)
+                message = f"unknown field {field!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                line, column = positions.key_marks.get(path, positions.marks.get(path, (1, 1)))
+                problems.append(ConfigProblem(positions.file, line, column, message))
+                continue
+            problems.append(positions.problem(path, f"{where}: {message}" if where else message))
         raise ConfigError(problems) from None
 
 

@@ -101,6 +101,11 @@ class FastAgiServer:
         self._sessions[task] = ""
         try:
             await self._serve(reader, writer, task)
+        except asyncio.CancelledError:
+            # Only drain()/stop() cancel sessions, and this is the connection task's outermost
+            # frame: end it quietly. (Python 3.11's start_server callback calls task.exception()
+            # on a cancelled task and logs the CancelledError as an error.)
+            log.info("call session cancelled at shutdown")
         finally:
             self._sessions.pop(task, None)
             if not writer.is_closing():

@@ -68,6 +68,7 @@ class CallContext:
     menu_stack: list[str] = field(default_factory=list)
     sensitive: list[str] = field(default_factory=list)  # variables never written anywhere in clear
     self_served: bool = False  # reached a hangup node: a hangup during its goodbye is still self-service
+    typeahead: str | None = None  # a key pressed ahead, for the next node that reads one
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,10 @@ class MenuEngine:
         return self._prompts.path(prompt_id, call.language)
 
     async def _ask(self, voice: Voice, call: CallContext, prompt_id: str, timeout: float) -> str | None:
-        """Play a prompt any key interrupts; then wait for a key."""
+        """Play a prompt any key interrupts; then wait for a key. A key typed ahead answers at once."""
+        if call.typeahead is not None:
+            typed, call.typeahead = call.typeahead, None
+            return typed
         digit = await voice.stream_file(self._prompt(prompt_id, call), ALL_KEYS)
         if digit is None:
             digit = await voice.wait_for_digit(int(timeout * 1000))
@@ -217,13 +221,14 @@ class MenuEngine:
         return self._fallback(call, node_id, node, failure)
 
     async def _language(self, voice: Voice, call: CallContext, node_id: str, node: LanguageNode) -> str:
-        digit = await voice.stream_file(self._prompt(node.prompt, call), "".join(node.options))
-        if digit is None:
-            digit = await voice.wait_for_digit(int(node.timeout * 1000))
+        digit = await self._ask(voice, call, node.prompt, node.timeout)
         if digit is not None and digit in node.options:
             call.language = node.options[digit]
             # Asterisk's own SAY NUMBER/DIGITS follow the channel language.
             await voice.set_variable("CHANNEL(language)", call.language)
+        elif digit is not None:
+            # A caller who knows the menu keys ahead: keep the language, pass the key on.
+            call.typeahead = digit
         return self._require(node.next, node_id)
 
     @staticmethod

@@ -100,6 +100,8 @@ def _loops_without_input(menu: Menu) -> list[list[str]]:
 
 def check_graph(menu: Menu) -> list[Problem]:
     problems: list[Problem] = []
+    if menu.default_language not in menu.languages:
+        problems.append((("default_language",), f"default_language {menu.default_language!r} is not in languages"))
     if menu.start not in menu.nodes:
         problems.append((("start",), f"start node {menu.start!r} does not exist"))
     if menu.defaults.fallback and menu.defaults.fallback not in menu.nodes:
@@ -127,6 +129,9 @@ def check_graph(menu: Menu) -> list[Problem]:
         missing = [lang for lang in menu.languages if not texts.get(lang, "").strip()]
         if missing:
             problems.append((("prompts", pid), f"prompt {pid!r} has no text for {', '.join(missing)}"))
+        for lang in texts:
+            if lang not in menu.languages:
+                problems.append((("prompts", pid, lang), f"language {lang!r} is not in languages"))
 
     if menu.start in menu.nodes:
         reached = {menu.start}

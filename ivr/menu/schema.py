@@ -222,11 +222,5 @@ class Menu(_Strict):
     prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _default_language_known(self) -> Menu:
-        if self.default_language not in self.languages:
-            raise ValueError(f"default_language {self.default_language!r} is not in languages")
-        return self
-
     def priority_for(self, customer_class: CustomerClass) -> int:
         return self.class_priority.get(customer_class, 1)

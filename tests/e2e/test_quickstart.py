@@ -68,6 +68,13 @@ async def test_quick_start_serve_dial_calls(tmp_path: Path) -> None:
                     break
         drain = asyncio.create_task(serve.stdout.read())
 
+        # A second `serve` on the same settings refuses to start and leaves the first alone.
+        second = await asyncio.create_subprocess_exec(*HOTLINE, "serve", env=env, stdout=asyncio.subprocess.PIPE,
+                                                      stderr=asyncio.subprocess.STDOUT)
+        second_output, _ = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 1, second_output.decode()
+        assert b"another `hotline serve` running?" in second_output and b"Traceback" not in second_output
+
         started = time.monotonic()
         dial = await asyncio.create_subprocess_exec(
             *HOTLINE, "dial", "--from", "13800000003", "--keys", "1", "1", "1", "--json", env=env,
@@ -99,7 +106,8 @@ async def test_quick_start_serve_dial_calls(tmp_path: Path) -> None:
             except TimeoutError:
                 serve.kill()
     assert serve.returncode == 0
-    await drain
+    rest = (await drain).decode()
+    assert "Traceback" not in rest and " ERROR " not in rest, rest
     # The instance it started is gone again.
     status = subprocess.run(["asterisk/hotline-pbx", "status", env["HOTLINE_PBX_NAME"]], capture_output=True,
                             check=False)

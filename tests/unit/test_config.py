@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import SAMPLE_MENU, Settings, load_settings
+from ivr.config import SAMPLE_MENU, Settings, SettingsProblem, load_settings
 
 
 def test_defaults_run_the_bundled_sample_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,5 +26,12 @@ def test_file_then_environment_then_code(tmp_path: Path, monkeypatch: pytest.Mon
 def test_unknown_setting_in_the_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "hotline.toml"
     config.write_text("agi_prot = 5000\n")
-    with pytest.raises(ValueError, match="agi_prot"):
+    with pytest.raises(SettingsProblem, match="agi_prot: unknown setting"):
         load_settings(str(config))
+    with pytest.raises(SettingsProblem, match="does not exist"):
+        load_settings(str(tmp_path / "missing.toml"))
+
+
+def test_lists_from_the_environment_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTLINE_AGI_ALLOWED_PEERS", "127.0.0.0/8, 10.1.0.0/16")
+    assert load_settings().agi_allowed_peers == ["127.0.0.0/8", "10.1.0.0/16"]

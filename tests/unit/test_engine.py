@@ -65,6 +65,13 @@ async def test_english_selection_changes_prompts_and_channel_language() -> None:
     assert caller.played[-1] == "/srv/p/en/goodbye"
 
 
+async def test_a_menu_key_pressed_at_the_language_prompt_is_typed_ahead() -> None:
+    ending, ctx, caller = await run("0", barge_in=True)  # "0" (agent) during the language prompt
+    assert ctx.language == "zh" and ctx.path == ["start", "welcome", "main", "agent", "agent_route"]
+    assert "/srv/p/zh/main_menu" not in caller.played  # the caller did not have to hear it
+    assert isinstance(ending, Routed) and ending.skill == "general"
+
+
 async def test_key_account_goes_straight_to_its_desk_with_top_priority() -> None:
     ending, _, _ = await run("", CustomerClass.KEY)
     assert ending == Routed("keyaccount", "hotline-keyaccount", 10)

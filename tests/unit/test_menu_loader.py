@@ -51,7 +51,22 @@ def test_yaml_syntax_error_has_position() -> None:
 
 def test_unknown_field_points_at_the_node() -> None:
     found = problems(BASE.replace("    prompt: hello\n", "    prompt: hello\n    colour: red\n"))
-    assert found == ["m.yaml:13:13: nodes.main.menu.colour: Extra inputs are not permitted"]
+    assert found == ["m.yaml:13:5: unknown field 'colour'"]
+
+
+def test_misspelt_field_gets_a_suggestion() -> None:
+    found = problems(BASE.replace('options: {"1": agent}', 'options: {"1": agent}\n    timout: 5'))
+    assert found == ["m.yaml:14:5: unknown field 'timout' (did you mean 'timeout'?)"]
+
+
+def test_default_language_not_offered_points_at_it() -> None:
+    found = problems(BASE.replace("default_language: zh", "default_language: de"))
+    assert found == ["m.yaml:3:19: default_language 'de' is not in languages"]
+
+
+def test_prompt_text_in_a_language_not_offered() -> None:
+    found = problems(BASE.replace("hello: {zh: 你好, en: hello}", "hello: {zh: 你好, eh: hello}"))
+    assert found == ["m.yaml:8:10: prompt 'hello' has no text for en", "m.yaml:8:23: language 'eh' is not in languages"]
 
 
 def test_wrong_type_points_at_the_value() -> None:
