@@ -28,6 +28,8 @@ from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
 from ivr.web import build_web_app
 from routing.ami import AmiClient
 from routing.customers import CustomerDirectory
+from routing.router import CallHistory, Router
+from routing.rules import RoutingRules, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 class Hotline:
     settings: Settings
     menu: Menu | None = None
+    rules: RoutingRules | None = None
+    router: Router | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -56,10 +60,16 @@ class Hotline:
         assert self.menu is not None
         return self.menu
 
+    def current_rules(self) -> RoutingRules:
+        assert self.rules is not None
+        return self.rules
+
     async def start(self) -> None:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        self.menu = load_menu(s.menu)  # a broken menu stops the start with file:line:col
+        # Broken rules or a broken menu stop the start with file:line:column messages.
+        self.rules = load_rules(s.routing)
+        self.menu = load_menu(s.menu, skills=self.rules.skills)
 
         redis_url = s.redis_url
         if s.local_redis and not redis_url:
@@ -72,6 +82,7 @@ class Hotline:
         self.outcomes = OutcomeStore(self.redis, s.outcome_journal)
         self.directory = CustomerDirectory(self.redis, timeout=s.customer_lookup_timeout)
         self.states = CallStates(self.redis)
+        self.router = Router(self.current_rules, CallHistory(self.redis))
 
         if s.build_prompts:
             await asyncio.to_thread(build_prompts, self.menu, s.built_prompts_dir)
@@ -90,11 +101,12 @@ class Hotline:
             asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
         prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
 
-        states = self.states
+        states, router = self.states, self.router
         handlers = CallHandlers(
             self.current_menu,
-            lambda menu: MenuEngine(menu, prompts, on_step=states.checkpoint),
+            lambda menu: MenuEngine(menu, prompts, is_open=router.is_open, on_step=states.checkpoint),
             self.directory,
+            self.router,
             self.states,
             self.outcomes,
         )

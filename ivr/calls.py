@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 
 from ivr import variables as v
 from ivr.agi.channel import Channel, ChannelHangup
-from ivr.menu.engine import CallContext, MenuEngine, Routed, SelfServed
+from ivr.menu.engine import CallContext, MenuEngine, RouteRequest, SelfServed
 from ivr.menu.schema import CustomerClass, Menu
 from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
 from routing.customers import CustomerDirectory, mask_number, normalize_number
+from routing.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def build_outcome(
     call: CallContext | None,
     ivr_ended: str | None,
     channel_vars: dict[str, str | None],
-    menu: Menu,
+    menu_name: str,
+    fallback_queue: str,
     ended_at: float,
 ) -> OutcomeRecord:
     """Decide the disposition and timings from the IVR's view plus Asterisk's variables."""
@@ -127,7 +129,7 @@ def build_outcome(
     reached_queue = var(v.DONE) == v.DONE_ROUTE or fallback is not None
     fallback_reason = (call.fallback_reason if call else None) or (f"dialplan:{fallback}" if fallback else None)
     if (call and call.fallback_reason) and queue is None:
-        queue = menu.fallback_queue
+        queue = fallback_queue
 
     answered_at = talk = wait = None
     if agent:
@@ -162,9 +164,10 @@ def build_outcome(
         caller_name=call.caller_name if call else "",
         customer_class=(call.customer_class.value if call else (var(v.CUSTOMER_CLASS) or "public")),
         language=call.language if call else "",
-        menu=menu.name,
+        menu=menu_name,
         menu_path=list(call.path) if call else [],
         inputs=dict(call.inputs) if call else {},
+        escalation=list(call.escalation) if call else [],
         skill=var(v.SKILL) or None,
         queue=queue,
         priority=int(priority) if priority and priority.isdigit() else None,
@@ -187,6 +190,7 @@ class CallHandlers:
         menu: Callable[[], Menu],
         engine: Callable[[Menu], MenuEngine],
         directory: CustomerDirectory,
+        router: Router,
         states: CallStates,
         outcomes: OutcomeStore,
         *,
@@ -195,6 +199,7 @@ class CallHandlers:
         self._menu = menu
         self._engine = engine
         self._directory = directory
+        self._router = router
         self._states = states
         self._outcomes = outcomes
         self._clock = clock
@@ -217,13 +222,16 @@ class CallHandlers:
             started_at=self._clock(),
         )
         self._states.add(call)
+        escalation = await self._router.escalation(customer, call.uniqueid)
+        call.escalation = list(escalation.reasons)
         log.info(
-            "call %s from %s (%s) entered the IVR", call.uniqueid, mask_number(number), customer.customer_class.value
+            "call %s from %s (%s%s) entered the IVR", call.uniqueid, mask_number(number),
+            customer.customer_class.value, f", escalated: {', '.join(escalation.reasons)}" if escalation.boost else "",
         )
         try:
             # Set the class's priority first: should anything fail from here on, the dialplan's
             # fallback queue still serves key accounts first.
-            await channel.set_variable(v.PRIORITY, menu.priority_for(customer.customer_class))
+            await channel.set_variable(v.PRIORITY, self._router.priority(customer.customer_class, escalation))
             await channel.set_variable(v.CUSTOMER_CLASS, customer.customer_class.value)
             await channel.set_variable(v.LANGUAGE, language)
             await channel.answer()
@@ -232,12 +240,15 @@ class CallHandlers:
             self._states.mark_ended(call, "self_served" if call.self_served else "caller_hangup")
             await self._states.checkpoint(call)
             raise
-        if isinstance(ending, Routed):
+        if isinstance(ending, RouteRequest):
+            decision = self._router.decide(ending.skill, call.customer_class, escalation)
             self._states.mark_ended(call, "routed")
             await self._states.checkpoint(call)
-            await channel.set_variable(v.SKILL, ending.skill)
-            await channel.set_variable(v.QUEUE, ending.queue)
-            await channel.set_variable(v.PRIORITY, ending.priority)
+            await channel.set_variable(v.SKILL, decision.skill)
+            await channel.set_variable(v.QUEUE, decision.queue)
+            await channel.set_variable(v.PRIORITY, decision.priority)
+            await channel.set_variable(v.QUEUE_TIMEOUT, decision.overflow_after or "")
+            await channel.set_variable(v.OVERFLOW_QUEUE, decision.overflow_queue or "")
             await channel.set_variable(v.DONE, v.DONE_ROUTE)
         elif isinstance(ending, SelfServed):
             self._states.mark_ended(call, "self_served")
@@ -258,7 +269,8 @@ class CallHandlers:
             call,
             ended,
             values,
-            self._menu(),
+            self._menu().name,
+            self._router.fallback_queue(),
             self._clock(),
         )
         created = await self._outcomes.save(record)

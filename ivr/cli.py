@@ -26,6 +26,7 @@ from ivr.services import ServiceError, local_ami_secret
 from ivr.yamldoc import ConfigError
 from routing.ami import AmiClient, AmiError
 from routing.customers import Customer, CustomerDirectory, normalize_number
+from routing.rules import load_rules
 
 log = logging.getLogger("hotline")
 
@@ -75,11 +76,18 @@ async def _serve(settings: Settings, me: str) -> int:
 # -- check ------------------------------------------------------------------------------------
 
 
-def _check(paths: list[str]) -> int:
+def _check(paths: list[str], routing: Path) -> int:
+    try:
+        rules = load_rules(routing)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{routing}: ok ({len(rules.skills)} skills, {len(rules.agents)} agents)")
     status = 0
     for path in paths:
         try:
-            menu = load_menu(path)
+            menu = load_menu(path, skills=rules.skills)
         except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
@@ -246,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the hotline (FastAGI + AMI + web; local Redis and Asterisk by default)")
     serve.add_argument("--menu", type=Path)
 
-    check = sub.add_parser("check", help="validate menu files")
-    check.add_argument("menus", nargs="+")
+    check = sub.add_parser("check", help="validate routing rules and menu files (menus against the rules)")
+    check.add_argument("menus", nargs="*")
+    check.add_argument("--routing", type=Path, help="routing rules (default: the configured ones)")
 
     dial = sub.add_parser(
         "dial",
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "check":
-        return _check(args.menus)
+        return _check(args.menus, args.routing or settings.routing)
     if args.command == "serve":
         try:
             return asyncio.run(_serve(settings, _program()))

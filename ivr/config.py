@@ -26,6 +26,7 @@ class SettingsProblem(Exception):
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MENU = Path(__file__).resolve().parent / "samples" / "hotline-10000.yaml"
+SAMPLE_ROUTING = REPO_ROOT / "routing" / "samples" / "routing.yaml"
 
 
 def _default_state_dir() -> Path:
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="forbid")
 
     menu: Path = SAMPLE_MENU
+    routing: Path = SAMPLE_ROUTING
     state_dir: Path = Field(default_factory=_default_state_dir)
 
     agi_host: str = "127.0.0.1"

@@ -64,7 +64,8 @@ class OutcomeRecord:
     wait_seconds: float | None = None
     talk_seconds: float | None = None
     fallback_reason: str | None = None
-    overflow: str | None = None  # why the dialplan moved the caller on to the default queue
+    overflow: str | None = None  # why the dialplan moved the caller on to the overflow queue
+    escalation: list[str] = field(default_factory=list)  # why the priority was raised (repeat, urgent)
     queue_status: str | None = None
     started_at: float | None = None
     queued_at: float | None = None

@@ -6,6 +6,8 @@ QUEUE = "HOTLINE_QUEUE"
 PRIORITY = "HOTLINE_PRIORITY"  # set early, so even the dialplan's fallback keeps the caller's class
 CUSTOMER_CLASS = "HOTLINE_CLASS"
 SKILL = "HOTLINE_SKILL"
+QUEUE_TIMEOUT = "HOTLINE_QUEUE_TIMEOUT"  # seconds in the queue before overflowing (empty: none)
+OVERFLOW_QUEUE = "HOTLINE_OVERFLOW_QUEUE"  # where to overflow to (empty: the default queue)
 LANGUAGE = "CHANNEL(language)"
 
 DONE_ROUTE = "route"

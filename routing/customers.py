@@ -42,6 +42,7 @@ class Customer:
     account: str = ""
     language: str | None = None
     known: bool = False
+    urgent: bool = False  # e.g. service to be restored after payment: escalates priority
 
 
 class CustomerDirectory:
@@ -75,6 +76,7 @@ class CustomerDirectory:
             account=data.get("account", ""),
             language=data.get("language") or None,
             known=True,
+            urgent=data.get("urgent", "").lower() in ("1", "true", "yes"),
         )
 
     async def save(self, customer: Customer) -> None:
@@ -83,5 +85,6 @@ class CustomerDirectory:
             "name": customer.name,
             "account": customer.account,
             "language": customer.language or "",
+            "urgent": "1" if customer.urgent else "",
         }
         await self._redis.hset(CUSTOMER_KEY.format(number=customer.number), mapping=mapping)

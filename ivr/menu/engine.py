@@ -11,9 +11,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 from ivr.agi.channel import DTMF_DIGITS
 from ivr.menu.graph import fallback_of
@@ -69,13 +67,14 @@ class CallContext:
     sensitive: list[str] = field(default_factory=list)  # variables never written anywhere in clear
     self_served: bool = False  # reached a hangup node: a hangup during its goodbye is still self-service
     typeahead: str | None = None  # a key pressed ahead, for the next node that reads one
+    escalation: list[str] = field(default_factory=list)  # why the priority was raised
 
 
 @dataclass(frozen=True)
-class Routed:
+class RouteRequest:
+    """The menu is done: the caller needs an agent with this skill (the router picks the queue)."""
+
     skill: str
-    queue: str
-    priority: int
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class SelfServed:
     node: str
 
 
-Ending = Routed | SelfServed
+Ending = RouteRequest | SelfServed
 
 
 class MenuBug(Exception):
@@ -100,12 +99,12 @@ class MenuEngine:
         menu: Menu,
         prompts: PromptPaths,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        is_open: Callable[[], bool] = lambda: True,
         on_step: Callable[[CallContext], Awaitable[None]] | None = None,
     ) -> None:
         self.menu = menu
         self._prompts = prompts
-        self._now = now
+        self._is_open = is_open  # business hours and the closed switch: the routing rules' call
         self._on_step = on_step
 
     # -- helpers ---------------------------------------------------------------------------
@@ -123,23 +122,12 @@ class MenuEngine:
             digit = await voice.wait_for_digit(int(timeout * 1000))
         return digit
 
-    def is_open(self) -> bool:
-        hours = self.menu.business_hours
-        if hours is None:
-            return True
-        local = self._now().astimezone(ZoneInfo(hours.timezone))
-        if local.date() in hours.holidays:
-            return False
-        weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
-        moment = local.time().replace(tzinfo=None)
-        return any(start <= moment < end for start, end in hours.spans(weekday))
-
     def _holds(self, condition: Condition, call: CallContext) -> bool:
         if condition.customer_class is not None and call.customer_class not in condition.customer_class:
             return False
         if condition.language is not None and call.language not in condition.language:
             return False
-        if condition.business_hours is not None and self.is_open() != condition.business_hours:
+        if condition.business_hours is not None and self._is_open() != condition.business_hours:
             return False
         if condition.variable is not None:
             value = call.variables.get(condition.variable)
@@ -268,8 +256,7 @@ class MenuEngine:
             elif isinstance(node, RouteNode):
                 if node.announce:
                     await voice.stream_file(self._prompt(node.announce, call))
-                priority = node.priority if node.priority is not None else self.menu.priority_for(call.customer_class)
-                return Routed(node.skill, self.menu.skills[node.skill], priority)
+                return RouteRequest(node.skill)
             elif isinstance(node, HangupNode):
                 call.self_served = True
                 if node.prompt:
@@ -280,4 +267,4 @@ class MenuEngine:
         raise MenuBug(f"more than {MAX_STEPS} steps without an ending")
 
 
-__all__ = ["DTMF_DIGITS", "CallContext", "Ending", "MenuBug", "MenuEngine", "Routed", "SelfServed"]
+__all__ = ["DTMF_DIGITS", "CallContext", "Ending", "MenuBug", "MenuEngine", "RouteRequest", "SelfServed"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from ivr.menu.schema import (
     INPUT_NODES,
@@ -98,7 +98,8 @@ def _loops_without_input(menu: Menu) -> list[list[str]]:
     return loops
 
 
-def check_graph(menu: Menu) -> list[Problem]:
+def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Problem]:
+    """Graph problems; routes are checked against ``skills`` (the routing rules') when given."""
     problems: list[Problem] = []
     if menu.default_language not in menu.languages:
         problems.append((("default_language",), f"default_language {menu.default_language!r} is not in languages"))
@@ -115,7 +116,7 @@ def check_graph(menu: Menu) -> list[Problem]:
             problems.append((("nodes", nid), f"dead end: {node.type} node {nid!r} has no next"))
         if isinstance(node, (MenuNode, InputNode)) and fallback_of(menu, node) is None:
             problems.append((("nodes", nid), f"{node.type} node {nid!r} has no fallback (nor defaults.fallback)"))
-        if isinstance(node, RouteNode) and node.skill not in menu.skills:
+        if isinstance(node, RouteNode) and skills is not None and node.skill not in skills:
             problems.append((("nodes", nid, "skill"), f"route to unknown skill {node.skill!r}"))
         if isinstance(node, LanguageNode):
             for key, language in node.options.items():

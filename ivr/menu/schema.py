@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,7 +13,6 @@ PromptId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 VariableName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 DtmfKey = Annotated[str, Field(pattern=r"^[0-9*#]$")]
-QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class CustomerClass(StrEnum):
@@ -122,12 +119,11 @@ class BranchNode(_Strict):
 
 
 class RouteNode(_Strict):
-    """Send the caller to the queue of a skill, with a priority from the customer class."""
+    """Hand the caller to a skill; the routing rules pick its queue, priority and overflow."""
 
     type: Literal["route"]
     skill: str
     announce: PromptId | None = None
-    priority: int | None = Field(None, ge=0, le=100, description="overrides the class priority")
 
 
 class GotoNode(_Strict):
@@ -164,43 +160,6 @@ Node = Annotated[
 
 INPUT_NODES = (MenuNode, InputNode, LanguageNode)
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
-
-
-class BusinessHours(_Strict):
-    timezone: str = "UTC"
-    weekly: dict[Weekday, list[str]] = Field(default_factory=dict)
-    holidays: list[date] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
-    @field_validator("weekly")
-    @classmethod
-    def _spans(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for spans in value.values():
-            for span in spans:
-                match = _SPAN.match(span)
-                if match is None or span[:5] >= span[6:]:
-                    raise ValueError(f"not an opening span HH:MM-HH:MM: {span!r}")
-        return value
-
-    def spans(self, weekday: str) -> list[tuple[time, time]]:
-        result = []
-        for span in self.weekly.get(weekday, []):  # type: ignore[call-overload]
-            start, end = span.split("-")
-            end_time = time.max if end == "24:00" else time.fromisoformat(end)
-            result.append((time.fromisoformat(start), end_time))
-        return result
-
-
 class Defaults(_Strict):
     invalid_prompt: PromptId | None = None
     no_input_prompt: PromptId | None = None
@@ -212,15 +171,6 @@ class Menu(_Strict):
     languages: list[Language] = Field(min_length=1)
     default_language: Language
     start: NodeId
-    skills: dict[str, QueueName] = Field(min_length=1, description="skill -> Asterisk queue")
-    fallback_queue: QueueName = "hotline-fallback"
-    class_priority: dict[CustomerClass, int] = Field(
-        default_factory=lambda: {CustomerClass.KEY: 10, CustomerClass.BUSINESS: 5, CustomerClass.PUBLIC: 1}
-    )
-    business_hours: BusinessHours | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)
-
-    def priority_for(self, customer_class: CustomerClass) -> int:
-        return self.class_priority.get(customer_class, 1)

@@ -23,14 +23,14 @@ HOTLINE = [sys.executable, "-m", "ivr.cli"]
 
 def test_check_reports_file_line_column(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nlanguages: [zh]\ndefault_language: zh\nstart: a\nskills: {g: q}\n"
+    bad.write_text("name: x\nlanguages: [zh]\ndefault_language: zh\nstart: a\n"
                    "prompts: {p: {zh: hi}}\nnodes:\n  a: {type: route, skill: nope}\n")
     result = subprocess.run([*HOTLINE, "check", str(bad)], capture_output=True, text=True, check=False)
     assert result.returncode == 1
-    assert f"{bad}:8:" in result.stderr and "unknown skill 'nope'" in result.stderr
+    assert f"{bad}:7:27: route to unknown skill 'nope'" in result.stderr
     ok = subprocess.run([*HOTLINE, "check", "ivr/samples/hotline-10000.yaml"], capture_output=True, text=True,
                         check=False)
-    assert ok.returncode == 0 and "ok (25 nodes" in ok.stdout
+    assert ok.returncode == 0 and "ok (25 nodes" in ok.stdout and "routing.yaml: ok (7 skills" in ok.stdout
 
 
 async def test_wrong_ami_secret_is_refused_by_real_asterisk(hotline: Hotline) -> None:

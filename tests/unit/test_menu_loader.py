@@ -14,7 +14,6 @@ name: t
 languages: [zh, en]
 default_language: zh
 start: main
-skills: {general: q-general}
 defaults: {fallback: agent}
 prompts:
   hello: {zh: 你好, en: hello}
@@ -46,17 +45,17 @@ def test_base_is_valid() -> None:
 def test_yaml_syntax_error_has_position() -> None:
     found = problems(BASE + "  broken: [unclosed\n")
     # PyYAML notices the missing bracket at the end of the stream, the line after.
-    assert found[0].startswith("m.yaml:16:1:") and "expected ',' or ']'" in found[0]
+    assert found[0].startswith("m.yaml:15:1:") and "expected ',' or ']'" in found[0]
 
 
 def test_unknown_field_points_at_the_node() -> None:
     found = problems(BASE.replace("    prompt: hello\n", "    prompt: hello\n    colour: red\n"))
-    assert found == ["m.yaml:13:5: unknown field 'colour'"]
+    assert found == ["m.yaml:12:5: unknown field 'colour'"]
 
 
 def test_misspelt_field_gets_a_suggestion() -> None:
     found = problems(BASE.replace('options: {"1": agent}', 'options: {"1": agent}\n    timout: 5'))
-    assert found == ["m.yaml:14:5: unknown field 'timout' (did you mean 'timeout'?)"]
+    assert found == ["m.yaml:13:5: unknown field 'timout' (did you mean 'timeout'?)"]
 
 
 def test_default_language_not_offered_points_at_it() -> None:
@@ -66,26 +65,28 @@ def test_default_language_not_offered_points_at_it() -> None:
 
 def test_prompt_text_in_a_language_not_offered() -> None:
     found = problems(BASE.replace("hello: {zh: 你好, en: hello}", "hello: {zh: 你好, eh: hello}"))
-    assert found == ["m.yaml:8:10: prompt 'hello' has no text for en", "m.yaml:8:23: language 'eh' is not in languages"]
+    assert found == ["m.yaml:7:10: prompt 'hello' has no text for en", "m.yaml:7:23: language 'eh' is not in languages"]
 
 
 def test_wrong_type_points_at_the_value() -> None:
     found = problems(BASE.replace('options: {"1": agent}', 'options: {"1": agent}\n    timeout: soon'))
-    assert any(p.startswith("m.yaml:14:") and "timeout" in p for p in found), found
+    assert any(p.startswith("m.yaml:13:") and "timeout" in p for p in found), found
 
 
 def test_unknown_target_and_skill_and_prompt() -> None:
     text = BASE.replace('{"1": agent}', '{"1": agent, "2": nowhere}').replace("skill: general", "skill: sales")
     text = text.replace("prompt: hello", "prompt: missing")
-    found = "\n".join(problems(text))
-    assert "m.yaml:13:" in found and "unknown node 'nowhere'" in found
+    with pytest.raises(ConfigError) as caught:
+        parse_menu_text(text, "m.yaml", skills={"general", "billing"})
+    found = "\n".join(str(p) for p in caught.value.problems)
+    assert "m.yaml:12:" in found and "unknown node 'nowhere'" in found
     assert "route to unknown skill 'sales'" in found
     assert "unknown prompt 'missing'" in found
 
 
 def test_unreachable_node() -> None:
     found = problems(BASE + "  orphan: {type: hangup}\n")
-    assert any(p.startswith("m.yaml:15:") and "unreachable node 'orphan'" in p for p in found), found
+    assert any(p.startswith("m.yaml:14:") and "unreachable node 'orphan'" in p for p in found), found
 
 
 def test_dead_end() -> None:
@@ -114,7 +115,7 @@ def test_back_without_a_menu_before_it_is_a_loop() -> None:
 
 def test_prompt_missing_a_language() -> None:
     found = problems(BASE.replace("hello: {zh: 你好, en: hello}", "hello: {zh: 你好}"))
-    assert any(p.startswith("m.yaml:8:") and "no text for en" in p for p in found), found
+    assert any(p.startswith("m.yaml:7:") and "no text for en" in p for p in found), found
 
 
 def test_python_tags_are_refused() -> None:

@@ -7,15 +7,13 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from ivr.calls import build_outcome
-from ivr.config import SAMPLE_MENU
 from ivr.menu.engine import CallContext
-from ivr.menu.loader import load_menu
 from ivr.menu.schema import CustomerClass
 from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
 from routing.customers import Customer, CustomerDirectory, normalize_number
 from tests.conftest import free_port
 
-MENU = load_menu(SAMPLE_MENU)
+FALLBACK_QUEUE = "hotline-fallback"
 
 
 def record(uniqueid: str = "u1") -> OutcomeRecord:
@@ -84,9 +82,9 @@ def ctx(**kw: object) -> CallContext:
 
 
 def test_answered_outcome_timings() -> None:
-    out = build_outcome("u", "138", ctx(), "routed", {
-        "HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "QEHOLDTIME": "7", "MEMBERNAME": "agent1",
-        "QUEUENAME": "hotline-general", "HOTLINE_PRIORITY": "5", "HOTLINE_SKILL": "general"}, MENU, 130.0)
+    variables = {"HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "QEHOLDTIME": "7", "MEMBERNAME": "agent1",
+                 "QUEUENAME": "hotline-general", "HOTLINE_PRIORITY": "5", "HOTLINE_SKILL": "general"}
+    out = build_outcome("u", "138", ctx(), "routed", variables, "m", FALLBACK_QUEUE, 130.0)
     assert out.disposition is Disposition.ANSWERED
     assert (out.wait_seconds, out.answered_at, out.talk_seconds) == (7.0, 117.0, 13.0)
     assert (out.agent, out.queue, out.priority, out.customer_class) == ("agent1", "hotline-general", 5, "business")
@@ -94,7 +92,7 @@ def test_answered_outcome_timings() -> None:
 
 def test_dispositions() -> None:
     def disposition(call, ended, variables):
-        return build_outcome("u", "138", call, ended, variables, MENU, 200.0).disposition
+        return build_outcome("u", "138", call, ended, variables, "m", FALLBACK_QUEUE, 200.0).disposition
 
     assert disposition(ctx(), "self_served", {"HOTLINE_DONE": "hangup"}) is Disposition.SELF_SERVED
     assert disposition(ctx(), "caller_hangup", {}) is Disposition.ABANDONED_IVR

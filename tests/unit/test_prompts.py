@@ -11,7 +11,6 @@ name: p
 languages: [zh, en]
 default_language: zh
 start: bye
-skills: {g: q}
 prompts:
   bye: {zh: 感谢您的来电，再见。, en: "Thank you for calling; \\"goodbye\\" -- $(reboot)"}
 nodes:

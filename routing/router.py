@@ -1,0 +1,114 @@
+"""Routing decisions: which queue, at what priority, overflowing where and when.
+
+The menu says which skill a caller needs; the routing rules say the rest. Priority is the
+class's, raised for repeat callers and urgent cases (escalation); aging raises it further while
+the caller waits (routing/aging.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ivr.menu.schema import CustomerClass
+from routing.customers import Customer, mask_number
+from routing.rules import RoutingRules
+
+log = logging.getLogger(__name__)
+
+RECENT_CALLS_KEY = "hotline:recent-calls:{number}"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    skill: str
+    queue: str
+    priority: int
+    overflow_queue: str | None = None
+    overflow_after: int | None = None  # seconds in the queue before moving on (Queue's timeout)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    boost: int = 0
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+class CallHistory:
+    """How often a number called recently (a Redis sorted set of call times per number)."""
+
+    def __init__(self, redis: Redis, *, timeout: float = 0.3) -> None:
+        self._redis = redis
+        self._timeout = timeout
+
+    async def record(self, number: str, uniqueid: str, window_seconds: int, now: float) -> int:
+        """Count this call and return how many calls the number made in the window (1 on trouble)."""
+        key = RECENT_CALLS_KEY.format(number=number)
+        try:
+            async with asyncio.timeout(self._timeout):
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.zadd(key, {uniqueid: now})
+                pipe.zremrangebyscore(key, 0, now - window_seconds)
+                pipe.zcard(key)
+                pipe.expire(key, window_seconds)
+                results = await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("call history for %s unavailable (%s)", mask_number(number), exc)
+            return 1
+        return int(results[2])
+
+
+class Router:
+    def __init__(
+        self,
+        rules: Callable[[], RoutingRules],
+        history: CallHistory,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._rules = rules
+        self._history = history
+        self._clock = clock
+
+    def is_open(self) -> bool:
+        return self._rules().hours.is_open(datetime.fromtimestamp(self._clock(), UTC))
+
+    async def escalation(self, customer: Customer, uniqueid: str) -> Escalation:
+        rules = self._rules().escalation
+        boost, reasons = 0, []
+        if customer.number:
+            calls = await self._history.record(customer.number, uniqueid, rules.window_hours * 3600, self._clock())
+            if calls >= rules.repeat_calls:
+                boost += rules.boost
+                reasons.append(f"repeat_caller:{calls}")
+        if customer.urgent:
+            boost += rules.urgent_boost
+            reasons.append("urgent")
+        return Escalation(boost, tuple(reasons))
+
+    def priority(self, customer_class: CustomerClass, escalation: Escalation) -> int:
+        return self._rules().class_rule(customer_class).priority + escalation.boost
+
+    def decide(self, skill: str, customer_class: CustomerClass, escalation: Escalation) -> RouteDecision:
+        rules = self._rules()
+        if skill not in rules.skills:  # a menu published against other rules: never strand the caller
+            log.error("skill %r is not in the routing rules; using the fallback skill", skill)
+            skill = rules.fallback_skill
+        target = rules.skills[skill]
+        overflow_queue = overflow_after = None
+        for step in target.overflow:
+            overflow_queue = rules.queue_of(step.to)
+            overflow_after = step.after
+        return RouteDecision(skill, target.queue, self.priority(customer_class, escalation), overflow_queue,
+                             overflow_after)
+
+    def fallback_queue(self) -> str:
+        rules = self._rules()
+        return rules.queue_of(rules.fallback_skill)

@@ -1,0 +1,213 @@
+"""Routing rules: skills and their queues, classes, service levels, overflow, hours, agents.
+
+One YAML file is the single source of truth for the call-center side: Asterisk's queues.conf and
+queuerules.conf are rendered from it (routing/render.py), and the router reads it for every call.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ivr.menu.schema import CustomerClass
+from ivr.yamldoc import ConfigError, parse_yaml, read_text, validate
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Interface = Annotated[str, Field(pattern=r"^(PJSIP|SIP|IAX2|Local)/[A-Za-z0-9_@./-]{1,80}$")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceLevel(_Strict):
+    """``percent`` of calls answered within ``seconds`` (Asterisk's SL)."""
+
+    percent: float = Field(gt=0, le=100)
+    seconds: int = Field(gt=0, le=3600)
+
+
+class ClassRule(_Strict):
+    priority: int = Field(ge=0, le=100, description="QUEUE_PRIO at join; higher is answered first")
+    service_level: ServiceLevel
+
+
+class OverflowStep(_Strict):
+    """Move a waiting caller on: ``after`` seconds in the queue, or when no agent is logged in."""
+
+    to: Name
+    after: int | None = Field(None, gt=0, le=3600)
+    when: Literal["no_agents"] | None = None
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> OverflowStep:
+        if (self.after is None) == (self.when is None):
+            raise ValueError("an overflow step needs exactly one of after: SECONDS or when: no_agents")
+        return self
+
+
+class Skill(_Strict):
+    queue: QueueName
+    overflow: list[OverflowStep] = Field(default_factory=list, max_length=1)
+
+
+class Agent(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    interface: Interface
+    skills: dict[Name, int] = Field(min_length=1, description="skill -> level (1 best; penalty = level - 1)")
+
+    @field_validator("skills")
+    @classmethod
+    def _levels(cls, value: dict[str, int]) -> dict[str, int]:
+        for skill, level in value.items():
+            if not 1 <= level <= 9:
+                raise ValueError(f"level of {skill!r} must be 1..9")
+        return value
+
+
+class PenaltyStep(_Strict):
+    """After ``after`` seconds, members up to ``max_penalty`` may take the call (queuerules.conf)."""
+
+    after: int = Field(gt=0, le=3600)
+    max_penalty: int = Field(ge=0, le=8)
+
+
+class QueueSettings(_Strict):
+    strategy: Literal["ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom"] = "rrmemory"
+    ring_seconds: int = Field(15, ge=1, le=120)
+    retry_seconds: int = Field(1, ge=0, le=60)
+    wrapup_seconds: int = Field(0, ge=0, le=600)
+
+
+class Aging(_Strict):
+    """Waiting callers' priority rises as they near their class's service-level time."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(2.0, ge=0.5, le=60)
+
+
+class Escalation(_Strict):
+    repeat_calls: int = Field(3, ge=2, le=20, description="this many calls in the window escalate")
+    window_hours: int = Field(24, ge=1, le=168)
+    boost: int = Field(2, ge=0, le=50, description="added to the class priority")
+    urgent_boost: int = Field(5, ge=0, le=50, description="added for customers flagged urgent")
+
+
+class Hours(_Strict):
+    timezone: str = "UTC"
+    weekly: dict[Weekday, list[str]] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    closed: bool = Field(False, description="the manual emergency/closed switch")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _spans(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for spans in value.values():
+            for span in spans:
+                if _SPAN.match(span) is None or span[:5] >= span[6:]:
+                    raise ValueError(f"not an opening span HH:MM-HH:MM: {span!r}")
+        return value
+
+    def is_open(self, moment: datetime) -> bool:
+        if self.closed:
+            return False
+        local = moment.astimezone(ZoneInfo(self.timezone))
+        if local.date() in self.holidays:
+            return False
+        now = local.time().replace(tzinfo=None)
+        for span in self.weekly.get(WEEKDAYS[local.weekday()], []):
+            start, end = span.split("-")
+            end_time = time.max if end == "24:00" else time.fromisoformat(end)
+            if time.fromisoformat(start) <= now < end_time:
+                return True
+        return False
+
+
+def _all_classes() -> dict[CustomerClass, ClassRule]:
+    return {
+        CustomerClass.KEY: ClassRule(priority=10, service_level=ServiceLevel(percent=90, seconds=15)),
+        CustomerClass.BUSINESS: ClassRule(priority=5, service_level=ServiceLevel(percent=80, seconds=20)),
+        CustomerClass.PUBLIC: ClassRule(priority=1, service_level=ServiceLevel(percent=80, seconds=30)),
+    }
+
+
+class RoutingRules(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    hours: Hours = Field(default_factory=lambda: Hours())
+    classes: dict[CustomerClass, ClassRule] = Field(default_factory=_all_classes)
+    skills: dict[Name, Skill] = Field(min_length=1)
+    fallback_skill: Name
+    queue_settings: QueueSettings = Field(default_factory=lambda: QueueSettings())
+    penalty_widening: list[PenaltyStep] = Field(default_factory=list)
+    agents: list[Agent] = Field(default_factory=list)
+    aging: Aging = Field(default_factory=lambda: Aging())
+    escalation: Escalation = Field(default_factory=lambda: Escalation())
+
+    def queue_of(self, skill: str) -> str:
+        return self.skills[skill].queue
+
+    def class_rule(self, customer_class: CustomerClass) -> ClassRule:
+        return self.classes[customer_class]
+
+
+def check_rules(rules: RoutingRules) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    missing = [c.value for c in CustomerClass if c not in rules.classes]
+    if missing:
+        problems.append((("classes",), f"every class needs a rule; missing: {', '.join(missing)}"))
+    if rules.fallback_skill not in rules.skills:
+        problems.append((("fallback_skill",), f"unknown skill {rules.fallback_skill!r}"))
+    queues: dict[str, str] = {}
+    for name, skill in rules.skills.items():
+        if skill.queue in queues:
+            owner = queues[skill.queue]
+            problems.append((("skills", name, "queue"), f"queue {skill.queue!r} is also skill {owner!r}'s"))
+        queues[skill.queue] = name
+        for i, step in enumerate(skill.overflow):
+            if step.to not in rules.skills:
+                problems.append((("skills", name, "overflow", i, "to"), f"unknown skill {step.to!r}"))
+            elif step.to == name:
+                problems.append((("skills", name, "overflow", i, "to"), "a skill cannot overflow to itself"))
+    seen_agents: set[str] = set()
+    for i, agent in enumerate(rules.agents):
+        if agent.name in seen_agents:
+            problems.append((("agents", i, "name"), f"agent {agent.name!r} is listed twice"))
+        seen_agents.add(agent.name)
+        for skill_name in agent.skills:
+            if skill_name not in rules.skills:
+                problems.append((("agents", i, "skills", skill_name), f"unknown skill {skill_name!r}"))
+    afters = [step.after for step in rules.penalty_widening]
+    if afters != sorted(set(afters)):
+        problems.append((("penalty_widening",), "steps must have increasing 'after' times"))
+    return problems
+
+
+def parse_rules_text(text: str, file: str = "<routing>") -> RoutingRules:
+    data, positions = parse_yaml(text, file)
+    rules = validate(RoutingRules, data, positions)
+    problems = [positions.problem(path, message) for path, message in check_rules(rules)]
+    if problems:
+        raise ConfigError(problems)
+    return rules
+
+
+def load_rules(path: str | Path) -> RoutingRules:
+    return parse_rules_text(read_text(path), str(path))

@@ -1,0 +1,102 @@
+"""Routing rules (validation with positions) and routing decisions (priority, escalation, overflow)."""
+
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from ivr.config import SAMPLE_MENU, SAMPLE_ROUTING
+from ivr.menu.loader import load_menu
+from ivr.menu.schema import CustomerClass
+from ivr.yamldoc import ConfigError
+from routing.customers import Customer
+from routing.router import CallHistory, Escalation, Router
+from routing.rules import load_rules, parse_rules_text
+
+RULES = load_rules(SAMPLE_ROUTING)
+
+BASE = """\
+name: r
+skills:
+  general: {queue: q-general}
+  billing: {queue: q-billing, overflow: [{after: 60, to: general}]}
+  fallback: {queue: q-fallback}
+fallback_skill: fallback
+agents:
+  - {name: a1, interface: PJSIP/a1, skills: {general: 1, billing: 2}}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_rules_text(text, "r.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_sample_rules_and_sample_menu_agree() -> None:
+    menu = load_menu(SAMPLE_MENU, skills=RULES.skills)
+    assert {"general", "keyaccount", "fallback"} <= set(RULES.skills)
+    assert menu.name == "hotline-10000"
+
+
+def test_defaults_give_every_class_its_priority_and_target() -> None:
+    rules = parse_rules_text(BASE)
+    assert rules.class_rule(CustomerClass.KEY).priority > rules.class_rule(CustomerClass.PUBLIC).priority
+    assert rules.class_rule(CustomerClass.PUBLIC).service_level.seconds == 30
+
+
+def test_unknown_skills_in_overflow_agents_and_fallback() -> None:
+    found = problems(BASE.replace("to: general", "to: sales").replace("billing: 2}", "billing: 2, tv: 1}")
+                     .replace("fallback_skill: fallback", "fallback_skill: nope"))
+    assert found == ["r.yaml:6:17: unknown skill 'nope'", "r.yaml:4:58: unknown skill 'sales'",
+                     "r.yaml:8:74: unknown skill 'tv'"]
+
+
+def test_overflow_needs_exactly_one_trigger_and_not_itself() -> None:
+    found = problems(BASE.replace("{after: 60, to: general}", "{after: 60, when: no_agents, to: billing}"))
+    assert any("exactly one of after" in p for p in found), found
+    found = problems(BASE.replace("{after: 60, to: general}", "{after: 60, to: billing}"))
+    assert any("cannot overflow to itself" in p for p in found), found
+
+
+def test_shared_queue_and_bad_levels_are_refused() -> None:
+    found = problems(BASE.replace("q-billing", "q-general"))
+    assert any("is also skill 'general'" in p for p in found), found
+    found = problems(BASE.replace("billing: 2}", "billing: 12}"))
+    assert any("must be 1..9" in p for p in found), found
+
+
+def test_hours_with_holidays_and_the_closed_switch() -> None:
+    rules = parse_rules_text(BASE + "hours: {timezone: Asia/Shanghai, weekly: {mon: ['09:00-18:00']}, "
+                             "holidays: [2026-10-05]}\n")
+    assert rules.hours.is_open(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))  # Monday 10:00 in Shanghai
+    assert not rules.hours.is_open(datetime(2026, 11, 23, 11, 0, tzinfo=UTC))  # 19:00
+    assert not rules.hours.is_open(datetime(2026, 10, 5, 2, 0, tzinfo=UTC))  # a holiday
+    closed = parse_rules_text(BASE + "hours: {weekly: {mon: ['00:00-24:00']}, closed: true}\n")
+    assert not closed.hours.is_open(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+
+
+async def test_decisions_priorities_and_overflow(redis: Redis) -> None:
+    router = Router(lambda: RULES, CallHistory(redis))
+    nobody = Escalation()
+    key = router.decide("keyaccount", CustomerClass.KEY, nobody)
+    assert (key.queue, key.priority, key.overflow_queue, key.overflow_after) == (
+        "hotline-keyaccount", 10, "hotline-general", 30)
+    broadband = router.decide("broadband", CustomerClass.PUBLIC, nobody)
+    assert (broadband.priority, broadband.overflow_queue, broadband.overflow_after) == (1, "hotline-general", None)
+    assert router.decide("no-such-skill", CustomerClass.PUBLIC, nobody).queue == "hotline-fallback"
+
+
+async def test_repeat_callers_and_urgent_cases_are_escalated(redis: Redis) -> None:
+    clock = [1_000_000.0]
+    router = Router(lambda: RULES, CallHistory(redis), clock=lambda: clock[0])
+    caller = Customer("13800000001")
+    assert (await router.escalation(caller, "c1")).boost == 0
+    assert (await router.escalation(caller, "c2")).boost == 0
+    third = await router.escalation(caller, "c3")
+    assert third == Escalation(2, ("repeat_caller:3",))
+    assert router.priority(CustomerClass.PUBLIC, third) == 3
+    clock[0] += 25 * 3600  # a day later the window is empty again
+    assert (await router.escalation(caller, "c4")).boost == 0
+    urgent = await router.escalation(Customer("13800000002", urgent=True), "c5")
+    assert urgent == Escalation(5, ("urgent",))
