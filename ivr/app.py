@@ -26,8 +26,12 @@ from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
 from ivr.web import build_web_app
+from routing.agents import AgentSync
+from routing.aging import PriorityAger
 from routing.ami import AmiClient
 from routing.customers import CustomerDirectory
+from routing.live import LiveQueues
+from routing.render import write_asterisk_config
 from routing.router import CallHistory, Router
 from routing.rules import RoutingRules, load_rules
 
@@ -40,6 +44,9 @@ class Hotline:
     menu: Menu | None = None
     rules: RoutingRules | None = None
     router: Router | None = None
+    agents: AgentSync | None = None
+    live: LiveQueues | None = None
+    ager: PriorityAger | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -97,7 +104,11 @@ class Hotline:
                 agi_port=s.agi_port,
                 sip_port=s.sip_port,
                 prompts_dir=s.built_prompts_dir,
+                generated_conf=s.state_dir / "asterisk",
+                default_queue=self.router.fallback_queue(),
             )
+            # Queues come from the routing rules: render them for the instance about to start.
+            await asyncio.to_thread(write_asterisk_config, self.rules, s.state_dir / "asterisk")
             asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
         prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
 
@@ -131,7 +142,11 @@ class Hotline:
                 log.warning("Asterisk instance %r was already running; using it as it is", s.pbx_name)
 
         self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret)
+        self.agents = AgentSync(self.ami, self.current_rules)  # applies agents after every AMI login
+        self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
+        self.ager = PriorityAger(self.ami, self.live, self.current_rules)
         await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))
 
         self._web_runner = web.AppRunner(build_web_app(self))

@@ -26,6 +26,7 @@ from ivr.services import ServiceError, local_ami_secret
 from ivr.yamldoc import ConfigError
 from routing.ami import AmiClient, AmiError
 from routing.customers import Customer, CustomerDirectory, normalize_number
+from routing.render import write_asterisk_config
 from routing.rules import load_rules
 
 log = logging.getLogger("hotline")
@@ -287,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--out", type=Path)
     build.add_argument("--force", action="store_true")
 
+    asterisk = sub.add_parser("asterisk", help="Asterisk configuration")
+    asterisk_sub = asterisk.add_subparsers(dest="asterisk_command", required=True)
+    render = asterisk_sub.add_parser("render", help="render queues.conf and queuerules.conf from the routing rules")
+    render.add_argument("--routing", type=Path, help="routing rules (default: the configured ones)")
+    render.add_argument("--out", type=Path, help="folder to write into (default: STATE_DIR/asterisk)")
+
     customers = sub.add_parser("customers", help="customer data")
     customers_sub = customers.add_subparsers(dest="customers_command", required=True)
     add = customers_sub.add_parser("add", help="add or update one customer")
@@ -340,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
+        return 0
+    if args.command == "asterisk":
+        try:
+            rules = load_rules(args.routing or settings.routing)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        for path in write_asterisk_config(rules, args.out or settings.state_dir / "asterisk"):
+            print(path)
         return 0
     if args.command == "customers":
         return asyncio.run(

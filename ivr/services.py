@@ -104,6 +104,8 @@ class LocalPbx:
         agi_port: int,
         sip_port: int,
         prompts_dir: Path | None,
+        generated_conf: Path | None = None,
+        default_queue: str = "hotline-fallback",
     ) -> None:
         self.name = name
         self._env = {
@@ -117,6 +119,9 @@ class LocalPbx:
         }
         if prompts_dir is not None:
             self._env["HOTLINE_PROMPTS_DIR"] = str(prompts_dir)
+        if generated_conf is not None:
+            self._env["HOTLINE_GENERATED_CONF"] = str(generated_conf)
+        self._env["HOTLINE_DEFAULT_QUEUE"] = default_queue
 
     def _run(self, *args: str, timeout: float = 600) -> str:
         result = subprocess.run(

@@ -121,6 +121,9 @@ class OriginateResult:
 
 
 class AmiClient:
+    # Dispatched to handlers after every successful login (first connect and each reconnect).
+    CONNECTED_EVENT = "HotlineAmiConnected"
+
     def __init__(
         self,
         host: str,
@@ -207,6 +210,7 @@ class AmiClient:
             delay = self._backoff_initial
             self.state = ConnectionState.READY
             self._ready.set()
+            self._events_put(Message({"Event": self.CONNECTED_EVENT}))
             await self._watch()
             self._drop_connection()
             if not self._closed:
@@ -379,6 +383,12 @@ class AmiClient:
         reply = await self.action(action)
         if not reply.success:
             raise AmiError(f"QueueAdd failed: {reply.get('Message', '')}")
+
+    async def queue_penalty(self, queue: str, interface: str, penalty: int) -> None:
+        reply = await self.action({"Action": "QueuePenalty", "Queue": queue, "Interface": interface,
+                                   "Penalty": penalty})
+        if not reply.success:
+            raise AmiError(f"QueuePenalty failed: {reply.get('Message', '')}")
 
     async def queue_remove(self, queue: str, interface: str) -> None:
         reply = await self.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface})

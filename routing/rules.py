@@ -93,6 +93,9 @@ class Aging(_Strict):
 
     enabled: bool = True
     interval_seconds: float = Field(2.0, ge=0.5, le=60)
+    points_per_target: float = Field(
+        4.0, ge=0, le=100, description="priority points gained per service-level time of the class waited"
+    )
 
 
 class Escalation(_Strict):

@@ -9,6 +9,13 @@ from redis.asyncio import Redis
 
 from ivr.services import LocalRedis
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -100,3 +100,42 @@ async def test_repeat_callers_and_urgent_cases_are_escalated(redis: Redis) -> No
     assert (await router.escalation(caller, "c4")).boost == 0
     urgent = await router.escalation(Customer("13800000002", urgent=True), "c5")
     assert urgent == Escalation(5, ("urgent",))
+
+
+def test_rendered_queues_follow_the_rules(tmp_path) -> None:
+    from routing.render import render_queue_rules, render_queues, write_asterisk_config
+
+    queues = render_queues(RULES)
+    for skill in RULES.skills.values():
+        assert f"[{skill.queue}]" in queues
+    broadband = queues.split("[hotline-broadband]")[1].split("\n\n")[0]
+    assert "joinempty = unavailable,invalid,unknown" in broadband  # its overflow is `when: no_agents`
+    general = queues.split("[hotline-general]")[1].split("\n\n")[0]
+    assert "joinempty = yes" in general and "defaultrule = hotline-widening" in general
+    assert "penaltychange => 30,1\npenaltychange => 60,2" in render_queue_rules(RULES)
+    assert [p.name for p in write_asterisk_config(RULES, tmp_path)] == ["queues.conf", "queuerules.conf"]
+
+
+def test_aging_lets_patience_outrank_class_but_not_at_once() -> None:
+    from routing.aging import aged_priority
+
+    public, key = RULES.class_rule(CustomerClass.PUBLIC), RULES.class_rule(CustomerClass.KEY)
+    points = RULES.aging.points_per_target
+    fresh_key = aged_priority(key.priority, 0, key.service_level.seconds, points)
+    assert aged_priority(public.priority, 60, public.service_level.seconds, points) < fresh_key  # key first at 60 s
+    assert aged_priority(public.priority, 80, public.service_level.seconds, points) > fresh_key  # not starved
+    assert aged_priority(key.priority, 80, key.service_level.seconds, points) > aged_priority(
+        public.priority, 80, public.service_level.seconds, points)  # equal patience: key first
+
+
+def test_waiting_callers_carry_class_and_base_priority_from_channel_variables() -> None:
+    from panoramisk.message import Message
+
+    from routing.live import LiveQueues
+
+    event = Message({"Event": "QueueCallerJoin", "Queue": "q", "Channel": "Local/s@x-1;1", "Uniqueid": "u1",
+                     "ChanVariable": ["HOTLINE_CLASS=key", "HOTLINE_PRIORITY=12"]})
+    live = LiveQueues.__new__(LiveQueues)
+    live._clock = lambda: 100.0
+    caller = live._caller(event, wait=5)
+    assert (caller.customer_class, caller.base_priority, caller.joined_at) == (CustomerClass.KEY, 12, 95.0)
