@@ -25,7 +25,13 @@ from ivr.prompts import PromptBuildError, build_prompts
 from ivr.services import ServiceError, local_ami_secret
 from ivr.yamldoc import ConfigError
 from routing.ami import AmiClient, AmiError
-from routing.customers import Customer, CustomerDirectory, normalize_number
+from routing.customers import (
+    Customer,
+    CustomerDirectory,
+    customers_to_csv,
+    normalize_number,
+    parse_customers_csv,
+)
 from routing.render import write_asterisk_config
 from routing.rules import load_rules
 
@@ -230,7 +236,8 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
 
 
 async def _customer_add(
-    settings: Settings, number: str, customer_class: str, name: str, account: str, language: str | None
+    settings: Settings, number: str, customer_class: str, name: str, account: str, language: str | None,
+    urgent: bool,
 ) -> int:
     normalized = normalize_number(number)
     if not normalized.lstrip("+"):
@@ -238,11 +245,56 @@ async def _customer_add(
         return 2
     redis = Redis.from_url(_redis_url(settings))
     try:
-        customer = Customer(normalized, CustomerClass(customer_class), name, account, language, True)
+        customer = Customer(normalized, CustomerClass(customer_class), name, account, language, True, urgent)
         await CustomerDirectory(redis).save(customer)
         print(f"saved {customer.number} as {customer.customer_class.value}")
     finally:
         await redis.aclose()
+    return 0
+
+
+def _customers_import(settings: Settings, file: Path) -> int:
+    try:
+        text = file.read_text(encoding="utf-8-sig")  # spreadsheets often save UTF-8 with a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read {file}: {exc}", file=sys.stderr)
+        return 1
+    customers, problems = parse_customers_csv(text)
+    for problem in problems:
+        print(f"{file}:{problem}", file=sys.stderr)
+    async def save() -> int:
+        redis = Redis.from_url(_redis_url(settings))
+        try:
+            return await CustomerDirectory(redis).save_many(customers)
+        finally:
+            await redis.aclose()
+
+    try:
+        written = asyncio.run(save())
+    except (OSError, RedisError) as exc:
+        print(f"cannot write to Redis: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {written} customer(s)" + (f"; {len(problems)} row(s) skipped" if problems else ""))
+    return 1 if problems else 0
+
+
+def _customers_export(settings: Settings, file: Path | None) -> int:
+    async def load() -> str:
+        redis = Redis.from_url(_redis_url(settings))
+        try:
+            return customers_to_csv(await CustomerDirectory(redis).all())
+        finally:
+            await redis.aclose()
+
+    try:
+        text = asyncio.run(load())
+    except (OSError, RedisError) as exc:
+        print(f"cannot read from Redis: {exc}", file=sys.stderr)
+        return 1
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        file.write_text(text, encoding="utf-8")
     return 0
 
 
@@ -302,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--name", default="")
     add.add_argument("--account", default="")
     add.add_argument("--language")
+    add.add_argument("--urgent", action="store_true", help="escalate this customer's calls")
+    load = customers_sub.add_parser(
+        "import", help="import customers from CSV (header: number,name,class,account,language[,urgent][,...])"
+    )
+    load.add_argument("file", type=Path)
+    dump = customers_sub.add_parser("export", help="export all customers as CSV")
+    dump.add_argument("file", type=Path, nargs="?", help="default: standard output")
 
     args = parser.parse_args(argv)
     # The server logs what it does; one-shot commands print their result and log only trouble.
@@ -357,9 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_asterisk_config(rules, args.out or settings.state_dir / "asterisk"):
             print(path)
         return 0
+    if args.command == "customers" and args.customers_command == "import":
+        return _customers_import(settings, args.file)
+    if args.command == "customers" and args.customers_command == "export":
+        return _customers_export(settings, args.file)
     if args.command == "customers":
         return asyncio.run(
-            _customer_add(settings, args.number, args.customer_class, args.name, args.account, args.language)
+            _customer_add(settings, args.number, args.customer_class, args.name, args.account, args.language,
+                          args.urgent)
         )
     return 2
 

@@ -136,3 +136,35 @@ async def test_checkpoints_pause_after_redis_fails_instead_of_slowing_every_step
         await states.checkpoint(ctx())
     assert time.monotonic() - started < 1.0
     await down.aclose()
+
+
+CSV = """number,name,class,account,language,urgent,region
+13800000001,Zhang San,key,A-1,zh,,north
++86 139-0000-0002,Acme Ltd,business,B-2,en,yes,south
+13800000003,,public,,,,
+abc,Bad Number,public,,,,
+13800000004,Wrong Class,vip,,,,
+13800000001,Again,public,,,,
+"""
+
+
+async def test_customers_csv_round_trip_with_free_fields(redis: Redis) -> None:
+    from routing.customers import customers_to_csv, parse_customers_csv
+
+    customers, problems = parse_customers_csv(CSV)
+    assert [c.number for c in customers] == ["13800000001", "+8613900000002", "13800000003"]
+    assert problems == [
+        "line 5: not a phone number: 'abc'",
+        "line 6: class must be key, business or public, not 'vip'",
+        "line 7: 13800000001 appears twice; the first row is kept",
+    ]
+    directory = CustomerDirectory(redis)
+    assert await directory.save_many(customers) == 3
+    acme = await directory.lookup("+8613900000002")
+    assert (acme.customer_class, acme.urgent, acme.extra) == (CustomerClass.BUSINESS, True, {"region": "south"})
+    exported = customers_to_csv(await directory.all())
+    again, again_problems = parse_customers_csv(exported)
+    assert again_problems == []
+    assert sorted(again, key=lambda c: c.number) == sorted(
+        [await directory.lookup(c.number) for c in customers], key=lambda c: c.number)
+    assert exported.splitlines()[0] == "number,name,class,account,language,urgent,region"
