@@ -120,9 +120,10 @@ class Hotline:
             self.router,
             self.states,
             self.outcomes,
+            prompts,
         )
         self.agi = FastAgiServer(
-            {"hotline": handlers.hotline, "finish": handlers.finish},
+            {"hotline": handlers.hotline, "survey": handlers.survey, "finish": handlers.finish},
             host=s.agi_host,
             port=s.agi_port,
             command_timeout=s.agi_command_timeout,

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from ivr import variables as v
 from ivr.agi.channel import Channel, ChannelHangup
-from ivr.menu.engine import CallContext, MenuEngine, RouteRequest, SelfServed
+from ivr.menu.engine import CallContext, MenuEngine, PromptPaths, RouteRequest, SelfServed
 from ivr.menu.schema import CustomerClass, Menu
 from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
 from routing.customers import CustomerDirectory, mask_number, normalize_number
@@ -176,6 +176,7 @@ def build_outcome(
         talk_seconds=talk,
         fallback_reason=fallback_reason,
         overflow=var(v.OVERFLOW) or None,
+        survey_score=int(score) if (score := var(v.SURVEY_SCORE) or "") in ("1", "2", "3", "4", "5") else None,
         queue_status=status,
         started_at=call.started_at if call else None,
         queued_at=queued_at,
@@ -193,9 +194,11 @@ class CallHandlers:
         router: Router,
         states: CallStates,
         outcomes: OutcomeStore,
+        prompts: PromptPaths,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._prompts = prompts
         self._menu = menu
         self._engine = engine
         self._directory = directory
@@ -249,12 +252,39 @@ class CallHandlers:
             await channel.set_variable(v.PRIORITY, decision.priority)
             await channel.set_variable(v.QUEUE_TIMEOUT, decision.overflow_after or "")
             await channel.set_variable(v.OVERFLOW_QUEUE, decision.overflow_queue or "")
+            survey = decision.survey and menu.survey is not None
+            await channel.set_variable(v.SURVEY, "1" if survey else "")
+            await channel.set_variable(v.QUEUE_OPTIONS, "rc" if survey else "r")
             await channel.set_variable(v.DONE, v.DONE_ROUTE)
         elif isinstance(ending, SelfServed):
             self._states.mark_ended(call, "self_served")
             await self._states.checkpoint(call)
             await channel.set_variable(v.DONE, v.DONE_HANGUP)
             await channel.hangup()
+
+    async def survey(self, channel: Channel) -> None:
+        """After the agent hung up: a 1-5 score by DTMF, stored for the outcome record."""
+        menu = self._menu()
+        survey = menu.survey
+        if survey is None:
+            return
+        language = await channel.get_variable(v.LANGUAGE) or menu.default_language
+        if language not in menu.languages:
+            language = menu.default_language
+        score = None
+        for _ in range(survey.attempts):
+            score = await channel.stream_file(self._prompts.path(survey.prompt, language), "12345")
+            if score is None:
+                score = await channel.wait_for_digit(int(survey.timeout * 1000))
+            if score in ("1", "2", "3", "4", "5"):
+                break
+            score = None
+        if score is not None:
+            await channel.set_variable(v.SURVEY_SCORE, score)
+            if survey.thanks:
+                await channel.stream_file(self._prompts.path(survey.thanks, language))
+        log.info("call %s survey: %s", channel.env.uniqueid, score or "no score")
+        await channel.hangup()
 
     async def finish(self, channel: Channel) -> None:
         """The hangup handler: write the call's outcome record. Runs on a dead channel."""

@@ -8,6 +8,9 @@ CUSTOMER_CLASS = "HOTLINE_CLASS"
 SKILL = "HOTLINE_SKILL"
 QUEUE_TIMEOUT = "HOTLINE_QUEUE_TIMEOUT"  # seconds in the queue before overflowing (empty: none)
 OVERFLOW_QUEUE = "HOTLINE_OVERFLOW_QUEUE"  # where to overflow to (empty: the default queue)
+QUEUE_OPTIONS = "HOTLINE_QUEUE_OPTIONS"  # Queue() options ("rc": ring back, continue after the agent)
+SURVEY = "HOTLINE_SURVEY"  # "1": run the survey AGI when the agent hangs up
+SURVEY_SCORE = "HOTLINE_SURVEY_SCORE"  # the caller's 1-5
 LANGUAGE = "CHANNEL(language)"
 
 DONE_ROUTE = "route"
@@ -35,6 +38,7 @@ FINISH_VARIABLES = (
     FALLBACK,
     OVERFLOW,
     QUEUED_AT,
+    SURVEY_SCORE,
     QUEUE_STATUS,
     ABANDONED,
     MEMBER_INTERFACE,

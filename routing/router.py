@@ -33,6 +33,7 @@ class RouteDecision:
     priority: int
     overflow_queue: str | None = None
     overflow_after: int | None = None  # seconds in the queue before moving on (Queue's timeout)
+    survey: bool = False  # ask for a score when the agent hangs up
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Router:
             overflow_queue = rules.queue_of(step.to)
             overflow_after = step.after
         return RouteDecision(skill, target.queue, self.priority(customer_class, escalation), overflow_queue,
-                             overflow_after)
+                             overflow_after, survey=target.survey and not rules.outage)
 
     def fallback_queue(self) -> str:
         rules = self._rules()

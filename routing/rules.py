@@ -58,6 +58,7 @@ class OverflowStep(_Strict):
 class Skill(_Strict):
     queue: QueueName
     overflow: list[OverflowStep] = Field(default_factory=list, max_length=1)
+    survey: bool = Field(False, description="ask for a 1-5 score after the agent hangs up")
 
 
 class Agent(_Strict):
@@ -163,6 +164,7 @@ class RoutingRules(_Strict):
     agents: list[Agent] = Field(default_factory=list)
     aging: Aging = Field(default_factory=lambda: Aging())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
+    outage: bool = Field(False, description="a declared network outage: no surveys while it lasts")
 
     def queue_of(self, skill: str) -> str:
         return self.skills[skill].queue

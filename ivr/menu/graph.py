@@ -126,6 +126,12 @@ def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Probl
             if prompt not in menu.prompts:
                 problems.append((path, f"unknown prompt {prompt!r}"))
 
+    if menu.survey is not None:
+        for field in ("prompt", "thanks"):
+            prompt = getattr(menu.survey, field)
+            if prompt and prompt not in menu.prompts:
+                problems.append((("survey", field), f"unknown prompt {prompt!r}"))
+
     for pid, texts in menu.prompts.items():
         missing = [lang for lang in menu.languages if not texts.get(lang, "").strip()]
         if missing:

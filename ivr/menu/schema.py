@@ -166,11 +166,21 @@ class Defaults(_Strict):
     fallback: NodeId | None = None
 
 
+class Survey(_Strict):
+    """The post-call survey's prompts (the routing rules say which skills ask it)."""
+
+    prompt: PromptId
+    thanks: PromptId | None = None
+    timeout: float = Field(6.0, ge=1, le=30)
+    attempts: int = Field(2, ge=1, le=3)
+
+
 class Menu(_Strict):
     name: str = Field(min_length=1, max_length=64)
     languages: list[Language] = Field(min_length=1)
     default_language: Language
     start: NodeId
     defaults: Defaults = Field(default_factory=Defaults)
+    survey: Survey | None = None
     prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)

@@ -1,9 +1,13 @@
 """Routing rules at work in real calls: agents applied over AMI, overflow by time and by absence."""
 
+import contextlib
+
 import pytest
 
 from ivr.app import Hotline
+from ivr.menu.loader import load_menu
 from ivr.outcomes import Disposition
+from routing.ami import AmiError
 from routing.rules import load_rules
 from tests.e2e.conftest import Calls
 
@@ -39,3 +43,36 @@ async def test_overflow_after_the_configured_wait(hotline: Hotline, calls: Calls
         hotline.rules = sample
     record = await calls.outcome(uniqueid)
     assert (record.skill, record.overflow, record.queue) == ("billing", "TIMEOUT", "hotline-general")
+
+
+async def test_closed_switch_plays_the_closed_branch(hotline: Hotline, calls: Calls) -> None:
+    sample = hotline.rules
+    assert sample is not None
+    hotline.rules = sample.model_copy(update={"hours": sample.hours.model_copy(update={"closed": True})})
+    try:
+        uniqueid = await calls.dial(keys="10", gap=1.5)  # Mandarin, then "agent"
+        record = await calls.outcome(uniqueid)
+    finally:
+        hotline.rules = sample
+    assert record.menu_path[-2:] == ["agent", "closed"]
+    assert record.disposition is Disposition.SELF_SERVED and record.queue is None
+
+
+async def test_survey_score_after_the_agent_hangs_up_lands_in_the_outcome(hotline: Hotline, calls: Calls,
+                                                                          fixtures_dir) -> None:
+    assert hotline.ami is not None
+    sample = hotline.menu
+    hotline.menu = load_menu(fixtures_dir / "menus" / "one-queue-survey.yaml")
+    agent = "Local/talk2@hotline-test-agent/n"
+    try:
+        # The caller keeps pressing 4: ignored in the queue and the conversation, taken by the survey.
+        uniqueid = await calls.dial(keys="4" * 16, wait=0.5, gap=1.5)
+        await calls.wait_in_queue("hotline-general", uniqueid)
+        await hotline.ami.queue_add("hotline-general", agent, member_name="agent-survey")
+        record = await calls.outcome(uniqueid)
+    finally:
+        hotline.menu = sample
+        with contextlib.suppress(AmiError):
+            await hotline.ami.queue_remove("hotline-general", agent)
+    assert record.disposition is Disposition.ANSWERED and record.agent == "agent-survey"
+    assert record.survey_score == 4
