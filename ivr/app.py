@@ -145,9 +145,11 @@ class Hotline:
         self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret)
         self.agents = AgentSync(self.ami, self.current_rules)  # applies agents after every AMI login
         self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
+        self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds
         self.ager = PriorityAger(self.ami, self.live, self.current_rules)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
+        self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
         self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))
 
         self._web_runner = web.AppRunner(build_web_app(self))

@@ -73,10 +73,19 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response([r.to_json() for r in records], dumps=lambda items: "[" + ",".join(items) + "]")
 
 
+async def live(request: web.Request) -> web.Response:
+    """Queues, agents and waiting callers as the controller sees them (AMI-fed)."""
+    hotline = _hotline(request)
+    if hotline.live is None:
+        raise web.HTTPServiceUnavailable(text="live state not ready")
+    return web.json_response({**hotline.live.snapshot(), "ami": bool(hotline.ami and hotline.ami.ready)})
+
+
 def build_web_app(hotline: Hotline) -> web.Application:
     app = web.Application()
     app[HOTLINE_KEY] = hotline
     app.router.add_get("/health", health)
     app.router.add_get("/api/calls", calls)
+    app.router.add_get("/api/live", live)
     app.router.add_get("/", calls)
     return app

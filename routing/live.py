@@ -7,6 +7,7 @@ mirrored to Redis (``hotline:live:waiting``) so other processes (the dashboard) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,6 +24,51 @@ from routing.ami import AmiClient, AmiError
 log = logging.getLogger(__name__)
 
 LIVE_WAITING_KEY = "hotline:live:waiting"
+LIVE_AGENTS_KEY = "hotline:live:agents"
+LIVE_QUEUES_KEY = "hotline:live:queues"
+
+# Asterisk device states (AST_DEVICE_*) as an agent's state.
+_DEVICE_STATES = {
+    "0": "logged_out",  # unknown
+    "1": "available",  # not in use
+    "2": "on_call",  # in use
+    "3": "on_call",  # busy
+    "4": "logged_out",  # invalid
+    "5": "logged_out",  # unavailable
+    "6": "ringing",
+    "7": "ringing",  # ringing while in use
+    "8": "on_call",  # on hold
+}
+
+
+@dataclass
+class AgentState:
+    """One queue membership of an agent, as Asterisk reports it."""
+
+    queue: str
+    name: str
+    interface: str
+    state: str  # available, ringing, on_call, paused, wrapup, logged_out
+    paused_reason: str
+    penalty: int
+    calls_taken: int
+    last_call: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.queue}|{self.interface}"
+
+
+@dataclass
+class QueueCounters:
+    queue: str
+    waiting: int
+    completed: int
+    abandoned: int
+    hold_time: int  # Asterisk's average, seconds
+    talk_time: int
+    service_level_seconds: int
+    service_level_percent: float  # answered within the threshold / answered (Asterisk's SL)
 
 
 @dataclass
@@ -58,7 +104,14 @@ class LiveQueues:
         self._redis = redis
         self._clock = clock
         self.waiting: dict[str, WaitingCaller] = {}
+        self.agents: dict[str, AgentState] = {}  # "queue|interface" -> membership
+        self.queues: dict[str, QueueCounters] = {}
+        self.wrapup_seconds = 0  # the rules' wrap-up time: an agent is in wrap-up that long after a call
+        self.resyncs = 0
         ami.on("QueueCallerJoin", self._on_join)
+        for event in ("QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause", "QueueMemberPenalty"):
+            ami.on(event, self._on_member)
+        ami.on("QueueMemberRemoved", self._on_member_removed)
         ami.on("QueueCallerLeave", self._on_leave)
         ami.on("QueueCallerAbandon", self._on_leave)
         ami.on(AmiClient.CONNECTED_EVENT, self._on_connected)
@@ -83,15 +136,59 @@ class LiveQueues:
     async def _on_join(self, event: Message) -> None:
         caller = self._caller(event)
         self.waiting[caller.uniqueid] = caller
-        await self._mirror(caller)
+        await self._store(LIVE_WAITING_KEY, caller.uniqueid, self._json(caller))
 
     async def _on_leave(self, event: Message) -> None:
         uniqueid = str(event.get("Uniqueid", ""))
         if self.waiting.pop(uniqueid, None) is not None:
-            await self._unmirror(uniqueid)
+            await self._store(LIVE_WAITING_KEY, uniqueid, None)
 
     async def _on_connected(self, _event: Message) -> None:
         await self.resync()
+
+    def _agent(self, event: Message) -> AgentState:
+        interface = str(event.get("Interface", "") or event.get("Location", ""))
+        paused = str(event.get("Paused", "0")) == "1"
+        last_call = float(_int(event.get("LastCall"), 0))
+        state = _DEVICE_STATES.get(str(event.get("Status", "0")), "logged_out")
+        if str(event.get("InCall", "0")) == "1" and state == "available":
+            state = "on_call"
+        if state == "available" and last_call and self._clock() - last_call < self.wrapup_seconds:
+            state = "wrapup"
+        if paused and state != "logged_out":
+            state = "paused"
+        return AgentState(
+            queue=str(event.get("Queue", "")),
+            name=str(event.get("MemberName", "") or event.get("Name", "") or interface),
+            interface=interface,
+            state=state,
+            paused_reason=str(event.get("PausedReason", "")),
+            penalty=_int(event.get("Penalty"), 0),
+            calls_taken=_int(event.get("CallsTaken"), 0),
+            last_call=last_call,
+        )
+
+    async def _on_member(self, event: Message) -> None:
+        agent = self._agent(event)
+        self.agents[agent.key] = agent
+        await self._store(LIVE_AGENTS_KEY, agent.key, json.dumps(asdict(agent)))
+
+    async def _on_member_removed(self, event: Message) -> None:
+        agent = self._agent(event)
+        if self.agents.pop(agent.key, None) is not None:
+            await self._store(LIVE_AGENTS_KEY, agent.key, None)
+
+    def snapshot(self) -> dict[str, object]:
+        """The whole live view, e.g. for the dashboard."""
+        now = self._clock()
+        return {
+            "queues": {q: asdict(c) for q, c in self.queues.items()},
+            "agents": [asdict(a) for a in self.agents.values()],
+            "waiting": [
+                {**asdict(c), "customer_class": c.customer_class.value, "wait": round(c.wait(now), 1)}
+                for c in self.waiting.values()
+            ],
+        }
 
     async def resync(self) -> int:
         """Rebuild from Asterisk's own QueueStatus (after a reconnect or an Asterisk restart)."""
@@ -101,7 +198,22 @@ class LiveQueues:
             log.warning("queue status unavailable: %s", exc)
             return 0
         fresh: dict[str, WaitingCaller] = {}
+        agents: dict[str, AgentState] = {}
+        queues: dict[str, QueueCounters] = {}
         for event in replies if isinstance(replies, list) else []:
+            if event.get("Event") == "QueueMember":
+                agent = self._agent(event)
+                agents[agent.key] = agent
+                continue
+            if event.get("Event") == "QueueParams":
+                name = str(event.get("Queue", ""))
+                queues[name] = QueueCounters(
+                    queue=name, waiting=_int(event.get("Calls"), 0), completed=_int(event.get("Completed"), 0),
+                    abandoned=_int(event.get("Abandoned"), 0), hold_time=_int(event.get("Holdtime"), 0),
+                    talk_time=_int(event.get("TalkTime"), 0), service_level_seconds=_int(event.get("ServiceLevel"), 0),
+                    service_level_percent=float(str(event.get("ServicelevelPerf", "0") or 0)),
+                )
+                continue
             if event.get("Event") != "QueueEntry":
                 continue
             caller = self._caller(event, wait=_int(event.get("Wait"), 0), priority=_int(event.get("Priority"), 0))
@@ -109,32 +221,41 @@ class LiveQueues:
             if known is not None:  # keep what we knew of its base priority
                 caller.base_priority = known.base_priority
             fresh[caller.uniqueid] = caller
-        self.waiting = fresh
+        self.waiting, self.agents, self.queues = fresh, agents, queues
+        self.resyncs += 1
         try:
             pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(LIVE_WAITING_KEY)
+            pipe.delete(LIVE_WAITING_KEY, LIVE_AGENTS_KEY, LIVE_QUEUES_KEY)
             if fresh:
                 pipe.hset(LIVE_WAITING_KEY, mapping={u: self._json(c) for u, c in fresh.items()})
+            if agents:
+                pipe.hset(LIVE_AGENTS_KEY, mapping={k: json.dumps(asdict(a)) for k, a in agents.items()})
+            if queues:
+                pipe.hset(LIVE_QUEUES_KEY, mapping={q: json.dumps(asdict(c)) for q, c in queues.items()})
             await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("live queue state not mirrored to Redis: %s", exc)
-        log.info("live queue state resynced: %d caller(s) waiting", len(fresh))
+        log.info("live queue state resynced: %d caller(s) waiting, %d membership(s)", len(fresh), len(agents))
         return len(fresh)
+
+    async def run_refresher(self, interval: float = 15.0) -> None:
+        """Background task (owned by the app): refresh counters and correct any drift."""
+        while True:
+            await asyncio.sleep(interval)
+            if self._ami.ready:
+                await self.resync()
+
+    async def _store(self, key: str, field: str, value: str | None) -> None:
+        try:
+            if value is None:
+                await self._redis.hdel(key, field)
+            else:
+                await self._redis.hset(key, field, value)
+        except (RedisError, OSError):
+            pass  # the in-process view is authoritative; Redis holds a shared copy
 
     @staticmethod
     def _json(caller: WaitingCaller) -> str:
         data = asdict(caller)
         data["customer_class"] = caller.customer_class.value
         return json.dumps(data)
-
-    async def _mirror(self, caller: WaitingCaller) -> None:
-        try:
-            await self._redis.hset(LIVE_WAITING_KEY, caller.uniqueid, self._json(caller))
-        except (RedisError, OSError):
-            pass  # the in-process view is authoritative; Redis is a shared copy
-
-    async def _unmirror(self, uniqueid: str) -> None:
-        try:
-            await self._redis.hdel(LIVE_WAITING_KEY, uniqueid)
-        except (RedisError, OSError):
-            pass

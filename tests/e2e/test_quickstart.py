@@ -98,6 +98,11 @@ async def test_quick_start_serve_dial_calls(tmp_path: Path) -> None:
                 assert response.status == 200 and health["ami"] and health["redis"] and health["agi"]
             async with http.get(f"http://127.0.0.1:{web_port}/api/calls") as response:
                 assert [r["uniqueid"] for r in await response.json()] == [record["uniqueid"]]
+            async with http.get(f"http://127.0.0.1:{web_port}/api/live") as response:
+                live = await response.json()
+                assert live["ami"] and live["waiting"] == []
+                assert {a["name"] for a in live["agents"]} == {"agent1001", "agent1002", "agent1003", "agent1004"}
+                assert "hotline-general" in live["queues"]
     finally:
         if serve.returncode is None:
             serve.send_signal(signal.SIGTERM)
