@@ -48,3 +48,33 @@ async def test_a_patient_public_caller_overtakes_a_fresh_key_account(hotline: Ho
     assert public_record.answered_at is not None and key_record.answered_at is not None
     assert public_record.answered_at < key_record.answered_at
     assert (public_record.priority, key_record.priority) == (1, 10)  # the base, as routed
+
+
+async def test_key_account_answered_first_after_a_public_caller_waited_60s(hotline: Hotline, calls: Calls,
+                                                                           fixtures_dir) -> None:
+    """The issue's case with the sample rules: no agent free for 60 s, then a key account calls."""
+    assert hotline.directory is not None and hotline.ami is not None
+    await hotline.directory.save(Customer("13900000003", CustomerClass.KEY, "Key Corp", "K-3", None, True))
+    sample_menu = hotline.menu
+    hotline.menu = load_menu(fixtures_dir / "menus" / "one-queue.yaml")
+    agent = "Local/talk2@hotline-test-agent/n"
+    try:
+        public = await calls.dial(wait=0.5, hold=120)
+        await calls.wait_in_queue("hotline-general", public)
+        await asyncio.sleep(58)  # about 60 s by the time the key account is queued
+        key = await calls.dial(number="13900000003", wait=0.5, hold=120)
+        await calls.wait_in_queue("hotline-general", key)
+        waiting = await calls.queue_entries("hotline-general")
+        # Aging raised the public caller (1 + 4 points per 30 s waited: 8 or 9), still below a key account.
+        assert int(waiting[public]["Priority"]) in (8, 9) and waiting[key]["Priority"] == "10"
+        assert (waiting[key]["Position"], waiting[public]["Position"]) == ("1", "2")
+        await hotline.ami.queue_add("hotline-general", agent, member_name="agent-60s")
+        key_record = await calls.outcome(key)
+        public_record = await calls.outcome(public)
+    finally:
+        hotline.menu = sample_menu
+        with contextlib.suppress(AmiError):
+            await hotline.ami.queue_remove("hotline-general", agent)
+    assert key_record.answered_at is not None and public_record.answered_at is not None
+    assert key_record.answered_at < public_record.answered_at  # the key account first ...
+    assert public_record.answered_at - key_record.answered_at < 10  # ... and the public caller right after
