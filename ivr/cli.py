@@ -11,7 +11,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,6 +38,7 @@ from routing.render import write_asterisk_config
 from routing.rules import load_rules
 
 log = logging.getLogger("hotline")
+T = TypeVar("T")
 
 ENTRY_CONTEXT = "hotline-inbound"
 ENTRY_EXTENSION = "10000"
@@ -253,6 +256,14 @@ async def _customer_add(
     return 0
 
 
+async def _with_directory(settings: Settings, work: Callable[[CustomerDirectory], Awaitable[T]]) -> T:
+    redis = Redis.from_url(_redis_url(settings))
+    try:
+        return await work(CustomerDirectory(redis))
+    finally:
+        await redis.aclose()
+
+
 def _customers_import(settings: Settings, file: Path) -> int:
     try:
         text = file.read_text(encoding="utf-8-sig")  # spreadsheets often save UTF-8 with a BOM
@@ -262,15 +273,8 @@ def _customers_import(settings: Settings, file: Path) -> int:
     customers, problems = parse_customers_csv(text)
     for problem in problems:
         print(f"{file}:{problem}", file=sys.stderr)
-    async def save() -> int:
-        redis = Redis.from_url(_redis_url(settings))
-        try:
-            return await CustomerDirectory(redis).save_many(customers)
-        finally:
-            await redis.aclose()
-
     try:
-        written = asyncio.run(save())
+        written = asyncio.run(_with_directory(settings, lambda directory: directory.save_many(customers)))
     except (OSError, RedisError) as exc:
         print(f"cannot write to Redis: {exc}", file=sys.stderr)
         return 1
@@ -279,15 +283,8 @@ def _customers_import(settings: Settings, file: Path) -> int:
 
 
 def _customers_export(settings: Settings, file: Path | None) -> int:
-    async def load() -> str:
-        redis = Redis.from_url(_redis_url(settings))
-        try:
-            return customers_to_csv(await CustomerDirectory(redis).all())
-        finally:
-            await redis.aclose()
-
     try:
-        text = asyncio.run(load())
+        text = customers_to_csv(asyncio.run(_with_directory(settings, CustomerDirectory.all)))
     except (OSError, RedisError) as exc:
         print(f"cannot read from Redis: {exc}", file=sys.stderr)
         return 1

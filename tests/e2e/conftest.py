@@ -42,6 +42,15 @@ async def hotline(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hot
     await app.stop()
 
 
+def own_settings(name: str, state_dir: Path, redis_url: str, prompts_dir: Path) -> Settings:
+    """Settings for a Hotline (and Asterisk instance) of a test's own, beside the session's."""
+    return Settings(
+        state_dir=state_dir, agi_port=free_port(), ami_port=free_port(), web_port=free_port(),
+        sip_port=free_port(), pbx_name=f"{name}-{os.getpid()}", ami_secret=uuid.uuid4().hex,
+        local_redis=False, redis_url=redis_url, drain_timeout=1.0, prompts_dir=prompts_dir,
+    )
+
+
 @dataclass
 class Calls:
     hotline: Hotline

@@ -1,18 +1,14 @@
 """Live queue state after an AMI disconnect and an Asterisk restart matches Asterisk's `queue show`."""
 
 import asyncio
-import os
 import re
-import uuid
 from pathlib import Path
 
 import pytest
 
 from ivr.app import Hotline
-from ivr.config import Settings
 from ivr.services import LocalRedis
-from tests.conftest import free_port
-from tests.e2e.conftest import Calls
+from tests.e2e.conftest import Calls, own_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -51,13 +47,7 @@ async def wait_until(predicate, timeout: float = 30.0) -> None:
 
 async def test_live_state_survives_an_asterisk_restart(redis_server: LocalRedis, tmp_path: Path,
                                                        hotline: Hotline) -> None:
-    settings = Settings(
-        state_dir=tmp_path, agi_port=free_port(), ami_port=free_port(), web_port=free_port(),
-        sip_port=free_port(), pbx_name=f"restart-{os.getpid()}", ami_secret=uuid.uuid4().hex,
-        local_redis=False, redis_url=redis_server.url, drain_timeout=1.0,
-        prompts_dir=hotline.settings.built_prompts_dir,
-    )
-    app = Hotline(settings)
+    app = Hotline(own_settings("restart", tmp_path, redis_server.url, hotline.settings.built_prompts_dir))
     await app.start()
     try:
         assert app.ami is not None and app.live is not None and app.pbx is not None
