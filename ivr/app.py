@@ -32,7 +32,7 @@ from routing.ami import AmiClient
 from routing.customers import CustomerDirectory
 from routing.live import LiveQueues
 from routing.render import write_asterisk_config
-from routing.router import CallHistory, Router
+from routing.router import Router
 from routing.rules import RoutingRules, load_rules
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Hotline:
         self.outcomes = OutcomeStore(self.redis, s.outcome_journal)
         self.directory = CustomerDirectory(self.redis, timeout=s.customer_lookup_timeout)
         self.states = CallStates(self.redis)
-        self.router = Router(self.current_rules, CallHistory(self.redis))
+        self.router = Router(self.current_rules, self.redis)
 
         if s.build_prompts:
             await asyncio.to_thread(build_prompts, self.menu, s.built_prompts_dir)
@@ -112,10 +112,10 @@ class Hotline:
             asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
         prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
 
-        states, router = self.states, self.router
+        states = self.states
         handlers = CallHandlers(
             self.current_menu,
-            lambda menu: MenuEngine(menu, prompts, is_open=router.is_open, on_step=states.checkpoint),
+            lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint),
             self.directory,
             self.router,
             self.states,

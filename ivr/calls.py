@@ -136,7 +136,8 @@ def build_outcome(
         disposition = Disposition.FALLBACK if fallback_reason else Disposition.ANSWERED
         if queued_at is not None and hold is not None:
             answered_at = queued_at + hold
-            talk = max(0.0, round(ended_at - answered_at, 3))
+            talk_ended = _seconds(var(v.QUEUE_LEFT)) or ended_at  # a survey after the agent is not talk
+            talk = max(0.0, round(talk_ended - answered_at, 3))
         wait = hold
     elif reached_queue:
         if var(v.ABANDONED) != "TRUE" and status in v.QUEUE_NOT_JOINED:
@@ -189,7 +190,7 @@ class CallHandlers:
     def __init__(
         self,
         menu: Callable[[], Menu],
-        engine: Callable[[Menu], MenuEngine],
+        engine: Callable[[Menu, Callable[[], bool]], MenuEngine],
         directory: CustomerDirectory,
         router: Router,
         states: CallStates,
@@ -226,6 +227,7 @@ class CallHandlers:
         )
         self._states.add(call)
         escalation = await self._router.escalation(customer, call.uniqueid)
+        switches = await self._router.switches()
         call.escalation = list(escalation.reasons)
         log.info(
             "call %s from %s (%s%s) entered the IVR", call.uniqueid, mask_number(number),
@@ -238,13 +240,13 @@ class CallHandlers:
             await channel.set_variable(v.CUSTOMER_CLASS, customer.customer_class.value)
             await channel.set_variable(v.LANGUAGE, language)
             await channel.answer()
-            ending = await self._engine(menu).run(channel, call)
+            ending = await self._engine(menu, lambda: self._router.is_open(switches)).run(channel, call)
         except ChannelHangup:
             self._states.mark_ended(call, "self_served" if call.self_served else "caller_hangup")
             await self._states.checkpoint(call)
             raise
         if isinstance(ending, RouteRequest):
-            decision = self._router.decide(ending.skill, call.customer_class, escalation)
+            decision = self._router.decide(ending.skill, call.customer_class, escalation, switches)
             self._states.mark_ended(call, "routed")
             await self._states.checkpoint(call)
             await channel.set_variable(v.SKILL, decision.skill)
@@ -252,6 +254,7 @@ class CallHandlers:
             await channel.set_variable(v.PRIORITY, decision.priority)
             await channel.set_variable(v.QUEUE_TIMEOUT, decision.overflow_after or "")
             await channel.set_variable(v.OVERFLOW_QUEUE, decision.overflow_queue or "")
+            await channel.set_variable(v.MAX_PENALTY, "" if decision.max_penalty is None else decision.max_penalty)
             survey = decision.survey and menu.survey is not None
             await channel.set_variable(v.SURVEY, "1" if survey else "")
             await channel.set_variable(v.QUEUE_OPTIONS, "rc" if survey else "r")

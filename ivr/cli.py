@@ -35,6 +35,7 @@ from routing.customers import (
     parse_customers_csv,
 )
 from routing.render import write_asterisk_config
+from routing.router import read_switches, set_switch
 from routing.rules import load_rules
 
 log = logging.getLogger("hotline")
@@ -264,6 +265,24 @@ async def _with_directory(settings: Settings, work: Callable[[CustomerDirectory]
         await redis.aclose()
 
 
+async def _switch(settings: Settings, name: str | None, value: str | None) -> int:
+    redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
+    try:
+        if name is not None and value is not None:
+            await set_switch(redis, name, None if value == "rules" else value == "on")
+        switches = await read_switches(redis, load_rules(settings.routing))
+    except (OSError, RedisError) as exc:
+        print(f"cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    print(f"closed: {'on' if switches.closed else 'off'}    outage: {'on' if switches.outage else 'off'}")
+    return 0
+
+
 def _customers_import(settings: Settings, file: Path) -> int:
     try:
         text = file.read_text(encoding="utf-8-sig")  # spreadsheets often save UTF-8 with a BOM
@@ -337,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--out", type=Path)
     build.add_argument("--force", action="store_true")
 
+    switch = sub.add_parser(
+        "switch", help="emergency switches at runtime: closed (the hotline plays its closed branch), outage"
+    )
+    switch.add_argument("name", choices=["closed", "outage"], nargs="?")
+    switch.add_argument("value", choices=["on", "off", "rules"], nargs="?",
+                        help="rules: forget the runtime value, the routing rules' applies again")
+
     asterisk = sub.add_parser("asterisk", help="Asterisk configuration")
     asterisk_sub = asterisk.add_subparsers(dest="asterisk_command", required=True)
     render = asterisk_sub.add_parser("render", help="render queues.conf and queuerules.conf from the routing rules")
@@ -404,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
         return 0
+    if args.command == "switch":
+        return asyncio.run(_switch(settings, args.name, args.value))
     if args.command == "asterisk":
         try:
             rules = load_rules(args.routing or settings.routing)

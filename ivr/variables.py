@@ -20,6 +20,8 @@ DONE_HANGUP = "hangup"
 FALLBACK = "HOTLINE_FALLBACK"  # why the dialplan took over: FAILURE, HANGUP, controller_lost ...
 OVERFLOW = "HOTLINE_OVERFLOW"  # the queue status that sent the caller on to the default queue
 QUEUED_AT = "HOTLINE_QUEUED_AT"  # epoch seconds when the caller last joined a queue
+QUEUE_LEFT = "HOTLINE_QUEUE_LEFT"  # epoch seconds when Queue() returned (the agent hung up)
+MAX_PENALTY = "HOTLINE_MAX_PENALTY"  # initial QUEUE_MAX_PENALTY: level-1 agents first, then widening
 
 # Set by app_queue (setinterfacevar, setqueueentryvar, setqueuevar in queues.conf).
 QUEUE_STATUS = "QUEUESTATUS"
@@ -38,6 +40,7 @@ FINISH_VARIABLES = (
     FALLBACK,
     OVERFLOW,
     QUEUED_AT,
+    QUEUE_LEFT,
     SURVEY_SCORE,
     QUEUE_STATUS,
     ABANDONED,

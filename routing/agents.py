@@ -35,13 +35,16 @@ class AgentSync:
             for skill, level in agent.skills.items():
                 queue = rules.queue_of(skill)
                 try:
-                    await self._ami.queue_add(queue, agent.interface, member_name=agent.name, penalty=level - 1,
-                                              state_interface=agent.interface)
-                except AmiError as exc:
-                    if "Already there" not in str(exc):
-                        log.error("agent %s could not join %s: %s", agent.name, queue, exc)
-                        continue
-                    await self._ami.queue_penalty(queue, agent.interface, level - 1)
+                    try:
+                        await self._ami.queue_add(queue, agent.interface, member_name=agent.name,
+                                                  penalty=level - 1, state_interface=agent.interface)
+                    except AmiError as exc:
+                        if "Already there" not in str(exc):
+                            raise
+                        await self._ami.queue_penalty(queue, agent.interface, level - 1)
+                except (AmiError, TimeoutError) as exc:
+                    log.error("agent %s could not join %s: %s", agent.name, queue, exc)
+                    continue
                 applied += 1
         log.info("applied %d agent membership(s) from the routing rules", applied)
         return applied

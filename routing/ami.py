@@ -137,7 +137,9 @@ class AmiClient:
         ping_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        boot_timeout: float = 60.0,
     ) -> None:
+        self._boot_timeout = boot_timeout
         self._host, self._port = host, port
         self._username, self._secret = username, secret
         self._connect_timeout = connect_timeout
@@ -151,6 +153,7 @@ class AmiClient:
         self._manager: _Manager | None = None
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
+        self._booted = asyncio.Event()  # FullyBooted seen on this connection
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self.state = ConnectionState.DISCONNECTED
@@ -210,7 +213,7 @@ class AmiClient:
             delay = self._backoff_initial
             self.state = ConnectionState.READY
             self._ready.set()
-            self._events_put(Message({"Event": self.CONNECTED_EVENT}))
+            self.inject(self.CONNECTED_EVENT)
             await self._watch()
             self._drop_connection()
             if not self._closed:
@@ -220,6 +223,7 @@ class AmiClient:
     async def _connect_once(self) -> None:
         loop = asyncio.get_running_loop()
         self._lost.clear()
+        self._booted.clear()
         manager = _Manager(
             self._events_put,
             self._lost.set,
@@ -241,6 +245,13 @@ class AmiClient:
         )
         if not reply.success:
             raise AmiLoginFailed(f"AMI login refused: {reply.get('Message', '')}")
+        # AMI answers before Asterisk's modules are loaded (QueueAdd would be an unknown command):
+        # it sends FullyBooted at login once they are, and we are not ready before that.
+        try:
+            async with asyncio.timeout(self._boot_timeout):
+                await self._booted.wait()
+        except TimeoutError:
+            raise AmiError("Asterisk did not report FullyBooted after login") from None
         self.connections += 1
         log.info("AMI logged in to %s:%d", self._host, self._port)
 
@@ -266,7 +277,13 @@ class AmiClient:
         """Register a handler for an event name ('*' for all)."""
         self._handlers.setdefault(event.lower(), []).append(handler)
 
+    def inject(self, name: str) -> None:
+        """Queue an event of our own among Asterisk's, for work that must not race their handlers."""
+        self._events_put(Message({"Event": name}))
+
     def _events_put(self, event: Message) -> None:
+        if str(event.get("Event", "")) == "FullyBooted":
+            self._booted.set()
         waiter = self._originates.get(str(event.get("ActionID", "")))
         if waiter is not None and str(event.get("Event", "")) == "OriginateResponse":
             if not waiter.done():

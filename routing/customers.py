@@ -60,11 +60,15 @@ class CustomerDirectory:
         if not number:
             return Customer(number)
         try:
-            async with asyncio.timeout(self._timeout):
-                fields = await self._redis.hgetall(CUSTOMER_KEY.format(number=number))
+            return await self._read(number)
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("customer lookup for %s failed (%s); treating as public", mask_number(number), exc)
             return Customer(number)
+
+    async def _read(self, number: str) -> Customer:
+        """The customer record; raises on Redis trouble (a lookup degrades, an export must not)."""
+        async with asyncio.timeout(self._timeout):
+            fields = await self._redis.hgetall(CUSTOMER_KEY.format(number=number))
         if not fields:
             return Customer(number)
         data = {
@@ -113,7 +117,7 @@ class CustomerDirectory:
         async for key in self._redis.scan_iter(match=CUSTOMER_KEY.format(number="*"), count=1000):
             name = key.decode() if isinstance(key, bytes) else key
             numbers.append(name.rsplit(":", 1)[1])
-        return [await self.lookup(number) for number in sorted(numbers)]
+        return [await self._read(number) for number in sorted(numbers)]
 
 
 def parse_customers_csv(text: str) -> tuple[list[Customer], list[str]]:
@@ -129,7 +133,12 @@ def parse_customers_csv(text: str) -> tuple[list[Customer], list[str]]:
     for row in reader:
         line = reader.line_num
         values = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        number = normalize_number(values.get("number", ""))
+        raw_number = values.get("number", "")
+        if any(ch in raw_number for ch in ".eE"):
+            problems.append(f"line {line}: {raw_number!r} looks like a spreadsheet number, not a phone number "
+                            "(format the column as text)")
+            continue
+        number = normalize_number(raw_number)
         if not number.lstrip("+"):
             problems.append(f"line {line}: not a phone number: {values.get('number', '')!r}")
             continue

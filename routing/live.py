@@ -99,6 +99,8 @@ def _int(value: object, default: int) -> int:
 
 
 class LiveQueues:
+    RESYNC_EVENT = "HotlineLiveResync"  # a resync queued among the AMI events, so it never races them
+
     def __init__(self, ami: AmiClient, redis: Redis, *, clock: Callable[[], float] = time.time) -> None:
         self._ami = ami
         self._redis = redis
@@ -108,6 +110,8 @@ class LiveQueues:
         self.queues: dict[str, QueueCounters] = {}
         self.wrapup_seconds = 0  # the rules' wrap-up time: an agent is in wrap-up that long after a call
         self.resyncs = 0
+        self._first_joined: dict[str, tuple[float, float]] = {}  # uniqueid -> (first queued, last seen)
+        self._redis_paused_until = 0.0
         ami.on("QueueCallerJoin", self._on_join)
         for event in ("QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause", "QueueMemberPenalty"):
             ami.on(event, self._on_member)
@@ -115,6 +119,7 @@ class LiveQueues:
         ami.on("QueueCallerLeave", self._on_leave)
         ami.on("QueueCallerAbandon", self._on_leave)
         ami.on(AmiClient.CONNECTED_EVENT, self._on_connected)
+        ami.on(self.RESYNC_EVENT, self._on_connected)
 
     def _caller(self, event: Message, wait: float = 0.0, priority: int | None = None) -> WaitingCaller:
         variables = _channel_vars(event)
@@ -135,6 +140,12 @@ class LiveQueues:
 
     async def _on_join(self, event: Message) -> None:
         caller = self._caller(event)
+        # An overflow is a new join: the caller keeps the time it first queued, so aging goes on.
+        first = self._first_joined.get(caller.uniqueid)
+        if first is not None:
+            caller.joined_at = first[0]
+        self._first_joined[caller.uniqueid] = (caller.joined_at, self._clock())
+        self._forget_old_joins()
         self.waiting[caller.uniqueid] = caller
         await self._store(LIVE_WAITING_KEY, caller.uniqueid, self._json(caller))
 
@@ -145,6 +156,13 @@ class LiveQueues:
 
     async def _on_connected(self, _event: Message) -> None:
         await self.resync()
+
+    def _forget_old_joins(self) -> None:
+        if len(self._first_joined) < 1000:
+            return
+        horizon = self._clock() - 4 * 3600
+        for uniqueid in [u for u, (_, seen) in self._first_joined.items() if seen < horizon]:
+            del self._first_joined[uniqueid]
 
     def _agent(self, event: Message) -> AgentState:
         interface = str(event.get("Interface", "") or event.get("Location", ""))
@@ -218,8 +236,16 @@ class LiveQueues:
                 continue
             caller = self._caller(event, wait=_int(event.get("Wait"), 0), priority=_int(event.get("Priority"), 0))
             known = self.waiting.get(caller.uniqueid)
-            if known is not None:  # keep what we knew of its base priority
+            if known is not None:
+                # QueueEntry carries no channel variables: keep what the join told us.
+                caller.customer_class = known.customer_class
                 caller.base_priority = known.base_priority
+                caller.joined_at = known.joined_at
+            else:
+                # Seen first here (this process started after the join): its priority may already
+                # be aged, so age it from now on rather than counting its wait twice.
+                caller.base_priority = caller.priority
+                caller.joined_at = self._clock()
             fresh[caller.uniqueid] = caller
         self.waiting, self.agents, self.queues = fresh, agents, queues
         self.resyncs += 1
@@ -232,8 +258,9 @@ class LiveQueues:
                 pipe.hset(LIVE_AGENTS_KEY, mapping={k: json.dumps(asdict(a)) for k, a in agents.items()})
             if queues:
                 pipe.hset(LIVE_QUEUES_KEY, mapping={q: json.dumps(asdict(c)) for q, c in queues.items()})
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(0.5):
+                await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as exc:
             log.warning("live queue state not mirrored to Redis: %s", exc)
         log.info("live queue state resynced: %d caller(s) waiting, %d membership(s)", len(fresh), len(agents))
         return len(fresh)
@@ -243,16 +270,21 @@ class LiveQueues:
         while True:
             await asyncio.sleep(interval)
             if self._ami.ready:
-                await self.resync()
+                self._ami.inject(self.RESYNC_EVENT)
 
     async def _store(self, key: str, field: str, value: str | None) -> None:
+        # Runs in the AMI event dispatcher: a slow Redis must not hold up events, so after a
+        # failure the shared copy is left alone for a while (the next resync rewrites it whole).
+        if self._clock() < self._redis_paused_until:
+            return
         try:
-            if value is None:
-                await self._redis.hdel(key, field)
-            else:
-                await self._redis.hset(key, field, value)
-        except (RedisError, OSError):
-            pass  # the in-process view is authoritative; Redis holds a shared copy
+            async with asyncio.timeout(0.2):
+                if value is None:
+                    await self._redis.hdel(key, field)
+                else:
+                    await self._redis.hset(key, field, value)
+        except (TimeoutError, RedisError, OSError):
+            self._redis_paused_until = self._clock() + 5.0
 
     @staticmethod
     def _json(caller: WaitingCaller) -> str:

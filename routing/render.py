@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ivr.menu.schema import CustomerClass
 from routing.rules import RoutingRules, Skill
 
 WIDENING_RULE = "hotline-widening"
@@ -26,6 +27,9 @@ def _queue_section(name: str, skill: Skill, rules: RoutingRules) -> list[str]:
         f"retry = {settings.retry_seconds}",
         f"wrapuptime = {settings.wrapup_seconds}",
         "ringinuse = no",
+        # Asterisk's own SL counter uses one threshold per queue: the public's (most callers). Per-class
+        # targets drive aging; per-class measurement is the controller's, from outcome records.
+        f"servicelevel = {rules.class_rule(CustomerClass.PUBLIC).service_level.seconds}",
         "setinterfacevar = yes",
         "setqueueentryvar = yes",
         "setqueuevar = yes",

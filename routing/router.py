@@ -24,6 +24,40 @@ from routing.rules import RoutingRules
 log = logging.getLogger(__name__)
 
 RECENT_CALLS_KEY = "hotline:recent-calls:{number}"
+SWITCH_KEY = "hotline:switch:{name}"  # runtime switches an operator flips with `hotline switch`
+SWITCHES = ("closed", "outage")
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The emergency switches for one call: the rules' values, or the runtime ones when set."""
+
+    closed: bool = False
+    outage: bool = False
+
+
+async def read_switches(redis: Redis, rules: RoutingRules, *, timeout: float = 0.3) -> Switches:
+    """Runtime switches override the YAML; Redis trouble falls back to the YAML values."""
+    try:
+        async with asyncio.timeout(timeout):
+            closed, outage = await redis.mget([SWITCH_KEY.format(name=n) for n in SWITCHES])
+    except (TimeoutError, RedisError, OSError):
+        closed = outage = None
+
+    def value(raw: object, default: bool) -> bool:
+        return default if raw is None else raw in (b"on", "on")
+
+    return Switches(closed=value(closed, rules.hours.closed), outage=value(outage, rules.outage))
+
+
+async def set_switch(redis: Redis, name: str, on: bool | None) -> None:
+    """``None`` clears the runtime value (the rules' own applies again)."""
+    if name not in SWITCHES:
+        raise ValueError(f"unknown switch {name!r}")
+    if on is None:
+        await redis.delete(SWITCH_KEY.format(name=name))
+    else:
+        await redis.set(SWITCH_KEY.format(name=name), "on" if on else "off")
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,7 @@ class RouteDecision:
     overflow_queue: str | None = None
     overflow_after: int | None = None  # seconds in the queue before moving on (Queue's timeout)
     survey: bool = False  # ask for a score when the agent hangs up
+    max_penalty: int | None = None  # with penalty widening: only level-1 agents (penalty 0) at first
 
 
 @dataclass(frozen=True)
@@ -70,15 +105,21 @@ class Router:
     def __init__(
         self,
         rules: Callable[[], RoutingRules],
-        history: CallHistory,
+        redis: Redis,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._rules = rules
-        self._history = history
+        self._redis = redis
+        self._history = CallHistory(redis)
         self._clock = clock
 
-    def is_open(self) -> bool:
+    async def switches(self) -> Switches:
+        return await read_switches(self._redis, self._rules())
+
+    def is_open(self, switches: Switches) -> bool:
+        if switches.closed:
+            return False
         return self._rules().hours.is_open(datetime.fromtimestamp(self._clock(), UTC))
 
     async def escalation(self, customer: Customer, uniqueid: str) -> Escalation:
@@ -97,7 +138,9 @@ class Router:
     def priority(self, customer_class: CustomerClass, escalation: Escalation) -> int:
         return self._rules().class_rule(customer_class).priority + escalation.boost
 
-    def decide(self, skill: str, customer_class: CustomerClass, escalation: Escalation) -> RouteDecision:
+    def decide(
+        self, skill: str, customer_class: CustomerClass, escalation: Escalation, switches: Switches = Switches()
+    ) -> RouteDecision:
         rules = self._rules()
         if skill not in rules.skills:  # a menu published against other rules: never strand the caller
             log.error("skill %r is not in the routing rules; using the fallback skill", skill)
@@ -108,7 +151,8 @@ class Router:
             overflow_queue = rules.queue_of(step.to)
             overflow_after = step.after
         return RouteDecision(skill, target.queue, self.priority(customer_class, escalation), overflow_queue,
-                             overflow_after, survey=target.survey and not rules.outage)
+                             overflow_after, survey=target.survey and not switches.outage,
+                             max_penalty=0 if rules.penalty_widening else None)
 
     def fallback_queue(self) -> str:
         rules = self._rules()

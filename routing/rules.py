@@ -106,9 +106,15 @@ class Escalation(_Strict):
     urgent_boost: int = Field(5, ge=0, le=50, description="added for customers flagged urgent")
 
 
+def _always() -> dict[Weekday, list[str]]:
+    return {day: ["00:00-24:00"] for day in WEEKDAYS}
+
+
 class Hours(_Strict):
+    """Opening hours; without ``weekly`` the hotline is always open."""
+
     timezone: str = "UTC"
-    weekly: dict[Weekday, list[str]] = Field(default_factory=dict)
+    weekly: dict[Weekday, list[str]] = Field(default_factory=_always)
     holidays: list[date] = Field(default_factory=list)
     closed: bool = Field(False, description="the manual emergency/closed switch")
 
@@ -131,8 +137,7 @@ class Hours(_Strict):
         return value
 
     def is_open(self, moment: datetime) -> bool:
-        if self.closed:
-            return False
+        """Opening hours only; the closed switch (YAML or runtime) is the router's."""
         local = moment.astimezone(ZoneInfo(self.timezone))
         if local.date() in self.holidays:
             return False
@@ -191,6 +196,11 @@ def check_rules(rules: RoutingRules) -> list[tuple[tuple[str | int, ...], str]]:
                 problems.append((("skills", name, "overflow", i, "to"), f"unknown skill {step.to!r}"))
             elif step.to == name:
                 problems.append((("skills", name, "overflow", i, "to"), "a skill cannot overflow to itself"))
+            elif any(s.when == "no_agents" for s in rules.skills[step.to].overflow):
+                # Its queue refuses callers when nobody is logged in: an overflowing caller would be lost.
+                problems.append((("skills", name, "overflow", i, "to"),
+                                 f"{step.to!r} turns callers away when no agent is logged in; overflow to a skill "
+                                 "whose queue always takes callers"))
     seen_agents: set[str] = set()
     for i, agent in enumerate(rules.agents):
         if agent.name in seen_agents:

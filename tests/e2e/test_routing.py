@@ -1,6 +1,9 @@
 """Routing rules at work in real calls: agents applied over AMI, overflow by time and by absence."""
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -46,14 +49,19 @@ async def test_overflow_after_the_configured_wait(hotline: Hotline, calls: Calls
 
 
 async def test_closed_switch_plays_the_closed_branch(hotline: Hotline, calls: Calls) -> None:
-    sample = hotline.rules
-    assert sample is not None
-    hotline.rules = sample.model_copy(update={"hours": sample.hours.model_copy(update={"closed": True})})
+    env = {**os.environ, "HOTLINE_REDIS_PORT": str(hotline.settings.redis_port)}
+
+    def switch(value: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "ivr.cli", "switch", "closed", value], env=env,
+                                capture_output=True, text=True, timeout=30, check=True)
+        return result.stdout
+
+    assert "closed: on" in switch("on")  # the operator's emergency switch, no restart
     try:
         uniqueid = await calls.dial(keys="10", gap=1.5)  # Mandarin, then "agent"
         record = await calls.outcome(uniqueid)
     finally:
-        hotline.rules = sample
+        assert "closed: off" in switch("rules")
     assert record.menu_path[-2:] == ["agent", "closed"]
     assert record.disposition is Disposition.SELF_SERVED and record.queue is None
 

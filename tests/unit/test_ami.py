@@ -27,6 +27,7 @@ class FakeAmi:
 
     secret: str = "s3cret"
     answer_pings: bool = True
+    booted: bool = True  # send FullyBooted after a login, as a booted Asterisk does
     connections: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -53,6 +54,8 @@ class FakeAmi:
                     writer.write(f"Response: {'Success' if ok else 'Error'}\r\nActionID: {action_id}\r\n"
                                  f"Message: {'Authentication accepted' if ok else 'Authentication failed'}\r\n\r\n"
                                  .encode())
+                    if ok and self.booted:
+                        writer.write(b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n")
                 elif name == "ping" and self.answer_pings:
                     writer.write(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()
@@ -102,6 +105,17 @@ async def test_unanswered_ping_forces_a_reconnect(fake_ami: FakeAmi) -> None:
     fake_ami.answer_pings = True
     await ami.wait_ready(2)
     assert ami.connections >= 2
+    await ami.close()
+
+
+async def test_not_ready_before_asterisk_says_fully_booted(fake_ami: FakeAmi) -> None:
+    fake_ami.booted = False
+    ami = client(fake_ami, boot_timeout=0.2)
+    await ami.start()
+    await wait_for(lambda: fake_ami.connections >= 2)  # logged in, no FullyBooted: retried
+    assert not ami.ready
+    fake_ami.booted = True
+    await ami.wait_ready(3)
     await ami.close()
 
 

@@ -87,6 +87,9 @@ def test_answered_outcome_timings() -> None:
     out = build_outcome("u", "138", ctx(), "routed", variables, "m", FALLBACK_QUEUE, 130.0)
     assert out.disposition is Disposition.ANSWERED
     assert (out.wait_seconds, out.answered_at, out.talk_seconds) == (7.0, 117.0, 13.0)
+    surveyed = build_outcome("u", "138", ctx(), "routed", {**variables, "HOTLINE_QUEUE_LEFT": "125.5"}, "m",
+                             FALLBACK_QUEUE, 140.0)
+    assert surveyed.talk_seconds == 8.5  # the survey after the agent hung up is not talk time
     assert (out.agent, out.queue, out.priority, out.customer_class) == ("agent1", "hotline-general", 5, "business")
 
 
@@ -145,6 +148,7 @@ CSV = """number,name,class,account,language,urgent,region
 abc,Bad Number,public,,,,
 13800000004,Wrong Class,vip,,,,
 13800000001,Again,public,,,,
+1.38E+10,Excel,public,,,,
 """
 
 
@@ -157,10 +161,12 @@ async def test_customers_csv_round_trip_with_free_fields(redis: Redis) -> None:
         "line 5: not a phone number: 'abc'",
         "line 6: class must be key, business or public, not 'vip'",
         "line 7: 13800000001 appears twice; the first row is kept",
+        "line 8: '1.38E+10' looks like a spreadsheet number, not a phone number (format the column as text)",
     ]
     directory = CustomerDirectory(redis)
     assert await directory.save_many(customers) == 3
     acme = await directory.lookup("+8613900000002")
+    assert (acme.name, acme.account, acme.language) == ("Acme Ltd", "B-2", "en")
     assert (acme.customer_class, acme.urgent, acme.extra) == (CustomerClass.BUSINESS, True, {"region": "south"})
     exported = customers_to_csv(await directory.all())
     again, again_problems = parse_customers_csv(exported)

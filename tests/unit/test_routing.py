@@ -10,7 +10,7 @@ from ivr.menu.loader import load_menu
 from ivr.menu.schema import CustomerClass
 from ivr.yamldoc import ConfigError
 from routing.customers import Customer
-from routing.router import CallHistory, Escalation, Router
+from routing.router import Escalation, Router, Switches, set_switch
 from routing.rules import load_rules, parse_rules_text
 
 RULES = load_rules(SAMPLE_ROUTING)
@@ -59,6 +59,12 @@ def test_overflow_needs_exactly_one_trigger_and_not_itself() -> None:
     assert any("cannot overflow to itself" in p for p in found), found
 
 
+def test_overflow_into_a_queue_that_turns_callers_away_is_refused() -> None:
+    found = problems(BASE.replace("general: {queue: q-general}",
+                                  "general: {queue: q-general, overflow: [{when: no_agents, to: fallback}]}"))
+    assert any("turns callers away when no agent is logged in" in p for p in found), found
+
+
 def test_shared_queue_and_bad_levels_are_refused() -> None:
     found = problems(BASE.replace("q-billing", "q-general"))
     assert any("is also skill 'general'" in p for p in found), found
@@ -72,13 +78,12 @@ def test_hours_with_holidays_and_the_closed_switch() -> None:
     assert rules.hours.is_open(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))  # Monday 10:00 in Shanghai
     assert not rules.hours.is_open(datetime(2026, 11, 23, 11, 0, tzinfo=UTC))  # 19:00
     assert not rules.hours.is_open(datetime(2026, 10, 5, 2, 0, tzinfo=UTC))  # a holiday
-    closed = parse_rules_text(BASE + "hours: {weekly: {mon: ['00:00-24:00']}, closed: true}\n")
-    assert not closed.hours.is_open(datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
 
 
 async def test_decisions_priorities_and_overflow(redis: Redis) -> None:
-    router = Router(lambda: RULES, CallHistory(redis))
+    router = Router(lambda: RULES, redis)
     nobody = Escalation()
+    assert router.decide("general", CustomerClass.PUBLIC, nobody).max_penalty == 0  # widening starts at level 1
     key = router.decide("keyaccount", CustomerClass.KEY, nobody)
     assert (key.queue, key.priority, key.overflow_queue, key.overflow_after) == (
         "hotline-keyaccount", 10, "hotline-general", 30)
@@ -89,7 +94,7 @@ async def test_decisions_priorities_and_overflow(redis: Redis) -> None:
 
 async def test_repeat_callers_and_urgent_cases_are_escalated(redis: Redis) -> None:
     clock = [1_000_000.0]
-    router = Router(lambda: RULES, CallHistory(redis), clock=lambda: clock[0])
+    router = Router(lambda: RULES, redis, clock=lambda: clock[0])
     caller = Customer("13800000001")
     assert (await router.escalation(caller, "c1")).boost == 0
     assert (await router.escalation(caller, "c2")).boost == 0
@@ -139,3 +144,72 @@ def test_waiting_callers_carry_class_and_base_priority_from_channel_variables() 
     live._clock = lambda: 100.0
     caller = live._caller(event, wait=5)
     assert (caller.customer_class, caller.base_priority, caller.joined_at) == (CustomerClass.KEY, 12, 95.0)
+
+
+def test_rules_without_hours_are_always_open() -> None:
+    rules = parse_rules_text(BASE)
+    assert rules.hours.is_open(datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+    assert parse_rules_text(BASE + "hours: {timezone: Asia/Shanghai}\n").hours.is_open(
+        datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
+
+
+class _StatusOnlyAmi:
+    """Just enough of AmiClient for LiveQueues: handlers registry and a scripted QueueStatus."""
+
+    def __init__(self, replies: list) -> None:
+        self.replies = replies
+        self.ready = True
+
+    def on(self, event: str, handler: object) -> None:
+        pass
+
+    async def action(self, action: dict, **_: object) -> list:
+        return self.replies
+
+
+async def test_resync_keeps_what_the_join_said_and_does_not_age_twice(redis: Redis) -> None:
+    from panoramisk.message import Message
+
+    from routing.live import LiveQueues
+
+    clock = [1000.0]
+    join = Message({"Event": "QueueCallerJoin", "Queue": "q", "Channel": "c1", "Uniqueid": "u1",
+                    "ChanVariable": ["HOTLINE_CLASS=key", "HOTLINE_PRIORITY=10"]})
+    entries = [
+        Message({"Event": "QueueEntry", "Queue": "q", "Channel": "c1", "Uniqueid": "u1", "Wait": "20",
+                 "Priority": "15"}),
+        Message({"Event": "QueueEntry", "Queue": "q", "Channel": "c2", "Uniqueid": "u2", "Wait": "60",
+                 "Priority": "9"}),
+        Message({"Event": "QueueMember", "Queue": "q", "Name": "a1", "StateInterface": "PJSIP/a1",
+                 "Location": "PJSIP/a1", "Status": "1", "Paused": "1", "PausedReason": "lunch"}),
+        Message({"Event": "QueueParams", "Queue": "q", "Calls": "2", "Completed": "7", "Abandoned": "1"}),
+    ]
+    live = LiveQueues(_StatusOnlyAmi(entries), redis, clock=lambda: clock[0])  # type: ignore[arg-type]
+    await live._on_join(join)
+    clock[0] += 20
+    await live.resync()
+    known, unknown = live.waiting["u1"], live.waiting["u2"]
+    assert (known.customer_class, known.base_priority, known.priority, known.joined_at) == (
+        CustomerClass.KEY, 10, 15, 1000.0)
+    assert (unknown.base_priority, unknown.joined_at) == (9, 1020.0)  # aged from now on, not from 60 s ago
+    agent = live.agents["q|PJSIP/a1"]
+    assert (agent.state, agent.paused_reason) == ("paused", "lunch")
+    assert (live.queues["q"].waiting, live.queues["q"].completed) == (2, 7)
+    assert await redis.hlen("hotline:live:waiting") == 2
+
+
+async def test_runtime_switches_override_the_rules_and_fall_back_to_them(redis: Redis) -> None:
+    closed_rules = parse_rules_text(BASE + "hours: {closed: true}\n")
+    router = Router(lambda: closed_rules, redis)
+    assert await router.switches() == Switches(closed=True, outage=False)
+    assert not router.is_open(await router.switches())
+    await set_switch(redis, "closed", False)
+    await set_switch(redis, "outage", True)
+    switches = await router.switches()
+    assert router.is_open(switches) and switches.outage
+    assert not router.decide("general", CustomerClass.PUBLIC, Escalation(), switches).survey
+    await set_switch(redis, "closed", None)
+    assert (await router.switches()).closed  # cleared: the rules' value again
+    down = Redis.from_url("redis://127.0.0.1:1/0")
+    assert await Router(lambda: closed_rules, down).switches() == Switches(closed=True, outage=False)
+    await down.aclose()
