@@ -167,7 +167,7 @@ class Hotline:
         if self.ami is not None:
             await self.ami.close()  # before Asterisk goes: its going is no reason to reconnect
         if self.pbx is not None and stop_pbx and self._owns_pbx:
-            await self.pbx.stop()
+            await self.pbx.stop(purge=self.settings.pbx_ephemeral)
         if self.agi is not None:
             await self.agi.stop(drain_timeout=5.0)
         if self._web_runner is not None:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     local_pbx: bool = True  # start Asterisk from the cached chroot (asterisk/hotline-pbx)
     local_redis: bool = True
     pbx_name: str = "hotline"
+    pbx_ephemeral: bool = False  # delete the instance's folder when it stops (tests, throwaway runs)
     sip_port: int = 5060
 
     build_prompts: bool = True  # synthesize missing/changed prompts at start (espeak-ng)

@@ -144,8 +144,9 @@ class LocalPbx:
         await asyncio.to_thread(self._run, "start", self.name)
         return True
 
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._run, "stop", self.name, timeout=60)
+    async def stop(self, *, purge: bool = False) -> None:
+        """Stop the instance; ``purge`` also deletes its folder (throwaway instances)."""
+        await asyncio.to_thread(self._run, "purge" if purge else "stop", self.name, timeout=60)
 
     def instance_dir(self) -> str:
         return self._run("dir", self.name).strip()

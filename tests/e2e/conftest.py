@@ -33,6 +33,7 @@ async def hotline(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hot
         ami_secret=uuid.uuid4().hex,
         drain_timeout=1.0,
         prompts_dir=Path(os.environ.get("HOTLINE_TEST_PROMPTS", state / "prompts")),
+        pbx_ephemeral=True,
     )
     app = Hotline(settings)
     await app.start()
@@ -47,7 +48,7 @@ def own_settings(name: str, state_dir: Path, redis_url: str, prompts_dir: Path) 
     return Settings(
         state_dir=state_dir, agi_port=free_port(), ami_port=free_port(), web_port=free_port(),
         sip_port=free_port(), pbx_name=f"{name}-{os.getpid()}", ami_secret=uuid.uuid4().hex,
-        local_redis=False, redis_url=redis_url, drain_timeout=1.0, prompts_dir=prompts_dir,
+        local_redis=False, redis_url=redis_url, drain_timeout=1.0, prompts_dir=prompts_dir, pbx_ephemeral=True,
     )
 
 

@@ -53,6 +53,7 @@ async def test_quick_start_serve_dial_calls(tmp_path: Path) -> None:
         "HOTLINE_REDIS_PORT": str(free_port()),
         "HOTLINE_SIP_PORT": str(free_port()),
         "HOTLINE_PBX_NAME": f"quickstart-{os.getpid()}",
+        "HOTLINE_PBX_EPHEMERAL": "true",
     }
     serve = await asyncio.create_subprocess_exec(*HOTLINE, "serve", env=env, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.STDOUT)
@@ -117,3 +118,5 @@ async def test_quick_start_serve_dial_calls(tmp_path: Path) -> None:
     status = subprocess.run(["asterisk/hotline-pbx", "status", env["HOTLINE_PBX_NAME"]], capture_output=True,
                             check=False)
     assert status.returncode != 0
+    root = subprocess.run(["asterisk/hotline-pbx", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    assert not Path(root, "srv", "hotline", env["HOTLINE_PBX_NAME"]).exists()  # the throwaway instance is gone
