@@ -44,29 +44,37 @@ class CallStates:
         self._paused_until = 0.0  # after a failed write, callers are not made to wait again at once
         self._live: dict[str, CallContext] = {}
         self._ivr_ended: dict[str, str] = {}  # uniqueid -> how the IVR part ended
+        self._last_sweep = 0.0
 
     def add(self, call: CallContext) -> None:
         self._live[call.uniqueid] = call
         self._forget_stale(call.started_at)
 
     def _forget_stale(self, now: float) -> None:
-        """Drop calls whose hangup handler never reached us (controller down at that moment)."""
-        if len(self._live) < 1000:
+        """Drop calls whose hangup handler never reached us (controller down at that moment).
+
+        A sweep at most once a minute: scanning every live call on every new one would cost
+        O(calls) per call under load.
+        """
+        if now - self._last_sweep < 60:
             return
+        self._last_sweep = now
         for uniqueid in [u for u, c in self._live.items() if now - c.started_at > CALL_STATE_TTL]:
             self._live.pop(uniqueid, None)
             self._ivr_ended.pop(uniqueid, None)
 
-    def mark_ended(self, call: CallContext, how: str) -> None:
+    async def end_ivr(self, call: CallContext, how: str) -> None:
+        """The IVR part is over (``routed``, ``self_served``, ``caller_hangup``): remember and mirror it."""
         self._ivr_ended[call.uniqueid] = how
+        await self.checkpoint(call)
 
-    async def checkpoint(self, call: CallContext, ended: str | None = None) -> None:
+    async def checkpoint(self, call: CallContext) -> None:
+        if time.monotonic() < self._paused_until:
+            return
         state = dataclasses.asdict(call)
         state["customer_class"] = call.customer_class.value
         state["variables"] = {k: val for k, val in call.variables.items() if k not in call.sensitive}
-        state["ivr_ended"] = ended or self._ivr_ended.get(call.uniqueid)
-        if time.monotonic() < self._paused_until:
-            return
+        state["ivr_ended"] = self._ivr_ended.get(call.uniqueid)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.set(
@@ -213,7 +221,14 @@ class CallHandlers:
         menu = self._menu()  # one version for the whole call, even if a new one is published
         env = channel.env
         number = normalize_number(env.caller_number)
-        customer = await self._directory.lookup(number)
+        # Concurrently: each is bounded by its own deadline, so a stalled Redis costs the caller
+        # at most the lookup's 1 s, not the sum of three.
+        customer, recent_calls, switches = await asyncio.gather(
+            self._directory.lookup(number),
+            self._router.record_call(number, env.uniqueid),
+            self._router.switches(),
+        )
+        escalation = self._router.escalation(customer, recent_calls)
         language = customer.language if customer.language in menu.languages else menu.default_language
         call = CallContext(
             uniqueid=env.uniqueid,
@@ -226,8 +241,6 @@ class CallHandlers:
             started_at=self._clock(),
         )
         self._states.add(call)
-        escalation = await self._router.escalation(customer, call.uniqueid)
-        switches = await self._router.switches()
         call.escalation = list(escalation.reasons)
         log.info(
             "call %s from %s (%s%s) entered the IVR", call.uniqueid, mask_number(number),
@@ -242,13 +255,11 @@ class CallHandlers:
             await channel.answer()
             ending = await self._engine(menu, lambda: self._router.is_open(switches)).run(channel, call)
         except ChannelHangup:
-            self._states.mark_ended(call, "self_served" if call.self_served else "caller_hangup")
-            await self._states.checkpoint(call)
+            await self._states.end_ivr(call, "self_served" if call.self_served else "caller_hangup")
             raise
         if isinstance(ending, RouteRequest):
             decision = self._router.decide(ending.skill, call.customer_class, escalation, switches)
-            self._states.mark_ended(call, "routed")
-            await self._states.checkpoint(call)
+            await self._states.end_ivr(call, "routed")
             await channel.set_variable(v.SKILL, decision.skill)
             await channel.set_variable(v.QUEUE, decision.queue)
             await channel.set_variable(v.PRIORITY, decision.priority)
@@ -260,8 +271,7 @@ class CallHandlers:
             await channel.set_variable(v.QUEUE_OPTIONS, "rc" if survey else "r")
             await channel.set_variable(v.DONE, v.DONE_ROUTE)
         elif isinstance(ending, SelfServed):
-            self._states.mark_ended(call, "self_served")
-            await self._states.checkpoint(call)
+            await self._states.end_ivr(call, "self_served")
             await channel.set_variable(v.DONE, v.DONE_HANGUP)
             await channel.hangup()
 

@@ -122,14 +122,19 @@ class Router:
             return False
         return self._rules().hours.is_open(datetime.fromtimestamp(self._clock(), UTC))
 
-    async def escalation(self, customer: Customer, uniqueid: str) -> Escalation:
+    async def record_call(self, number: str, uniqueid: str) -> int:
+        """Count this call; how many calls the number made in the escalation window (1 on trouble)."""
+        if not number:
+            return 1
+        window = self._rules().escalation.window_hours * 3600
+        return await self._history.record(number, uniqueid, window, self._clock())
+
+    def escalation(self, customer: Customer, recent_calls: int) -> Escalation:
         rules = self._rules().escalation
         boost, reasons = 0, []
-        if customer.number:
-            calls = await self._history.record(customer.number, uniqueid, rules.window_hours * 3600, self._clock())
-            if calls >= rules.repeat_calls:
-                boost += rules.boost
-                reasons.append(f"repeat_caller:{calls}")
+        if recent_calls >= rules.repeat_calls:
+            boost += rules.boost
+            reasons.append(f"repeat_caller:{recent_calls}")
         if customer.urgent:
             boost += rules.urgent_boost
             reasons.append("urgent")

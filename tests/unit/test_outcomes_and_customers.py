@@ -4,6 +4,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from ivr.calls import build_outcome
@@ -115,8 +116,7 @@ async def test_a_restarted_controller_finishes_a_call_from_redis_without_sensiti
     call = ctx(variables={"account": "12345678", "topic": "bill"}, inputs={"account": "********"},
                sensitive=["account"])
     before_restart.add(call)
-    before_restart.mark_ended(call, "routed")
-    await before_restart.checkpoint(call)
+    await before_restart.end_ivr(call, "routed")
     stored = (await redis.get("hotline:call:u")) or b""
     assert b"12345678" not in stored  # a sensitive value never reaches Redis in clear
 
@@ -174,3 +174,48 @@ async def test_customers_csv_round_trip_with_free_fields(redis: Redis) -> None:
     assert sorted(again, key=lambda c: c.number) == sorted(
         [await directory.lookup(c.number) for c in customers], key=lambda c: c.number)
     assert exported.splitlines()[0] == "number,name,class,account,language,urgent,region"
+
+
+class _FirstCommandChannel:
+    """Enough of a Channel to time the IVR's start: it hangs up at the first command."""
+
+    def __init__(self) -> None:
+        from ivr.agi.protocol import parse_environment
+
+        self.env = parse_environment(b"agi_uniqueid: s1\nagi_callerid: 13800000001\nagi_network_script: hotline\n")
+        self.first_command_at: float | None = None
+
+    async def set_variable(self, name: str, value: object) -> None:
+        from ivr.agi.channel import ChannelHangup, HangupReason
+
+        self.first_command_at = time.monotonic()
+        raise ChannelHangup(HangupReason.CONNECTION_CLOSED)
+
+
+async def test_a_stalled_redis_delays_the_ivr_at_most_about_a_second(tmp_path: Path) -> None:
+    from ivr.agi.channel import ChannelHangup
+    from ivr.calls import CallHandlers, CallStates
+    from ivr.config import SAMPLE_MENU, SAMPLE_ROUTING
+    from ivr.menu.engine import MenuEngine
+    from ivr.menu.loader import load_menu
+    from ivr.prompts import PromptLibrary
+    from routing.router import Router
+    from routing.rules import load_rules
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    stalled = Redis.from_url(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    rules, menu, prompts = load_rules(SAMPLE_ROUTING), load_menu(SAMPLE_MENU), PromptLibrary("/p")
+    handlers = CallHandlers(
+        lambda: menu, lambda m, is_open: MenuEngine(m, prompts, is_open=is_open), CustomerDirectory(stalled),
+        Router(lambda: rules, stalled), CallStates(stalled), OutcomeStore(stalled, tmp_path / "j"), prompts,
+    )
+    channel = _FirstCommandChannel()
+    started = time.monotonic()
+    with pytest.raises(ChannelHangup):
+        await handlers.hotline(channel)  # type: ignore[arg-type]
+    assert channel.first_command_at is not None and channel.first_command_at - started < 1.3
+    server.close()
+    await stalled.aclose()

@@ -96,14 +96,18 @@ async def test_repeat_callers_and_urgent_cases_are_escalated(redis: Redis) -> No
     clock = [1_000_000.0]
     router = Router(lambda: RULES, redis, clock=lambda: clock[0])
     caller = Customer("13800000001")
-    assert (await router.escalation(caller, "c1")).boost == 0
-    assert (await router.escalation(caller, "c2")).boost == 0
-    third = await router.escalation(caller, "c3")
+
+    async def call(uniqueid: str):
+        return router.escalation(caller, await router.record_call(caller.number, uniqueid))
+
+    assert (await call("c1")).boost == 0
+    assert (await call("c2")).boost == 0
+    third = await call("c3")
     assert third == Escalation(2, ("repeat_caller:3",))
     assert router.priority(CustomerClass.PUBLIC, third) == 3
     clock[0] += 25 * 3600  # a day later the window is empty again
-    assert (await router.escalation(caller, "c4")).boost == 0
-    urgent = await router.escalation(Customer("13800000002", urgent=True), "c5")
+    assert (await call("c4")).boost == 0
+    urgent = router.escalation(Customer("13800000002", urgent=True), await router.record_call("13800000002", "c5"))
     assert urgent == Escalation(5, ("urgent",))
 
 
