@@ -24,11 +24,13 @@ from ivr.menu.loader import load_menu
 from ivr.menu.schema import Menu
 from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
+from ivr.queueing import QueueHandlers
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
 from ivr.web import build_web_app
 from routing.agents import AgentSync
 from routing.aging import PriorityAger
 from routing.ami import AmiClient
+from routing.callbacks import Callbacks
 from routing.customers import CustomerDirectory
 from routing.live import LiveQueues
 from routing.render import write_asterisk_config
@@ -47,6 +49,7 @@ class Hotline:
     agents: AgentSync | None = None
     live: LiveQueues | None = None
     ager: PriorityAger | None = None
+    callbacks: Callbacks | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -121,9 +124,14 @@ class Hotline:
             self.states,
             self.outcomes,
             prompts,
+            left_queue=lambda uniqueid: self.live.left.get(uniqueid) if self.live else None,
+        )
+        queueing = QueueHandlers(
+            self.current_menu, self.current_rules, lambda: self.live, lambda: self.callbacks, self.outcomes, prompts
         )
         self.agi = FastAgiServer(
-            {"hotline": handlers.hotline, "survey": handlers.survey, "finish": handlers.finish},
+            {"hotline": handlers.hotline, "survey": handlers.survey, "finish": handlers.finish,
+             "wait": queueing.wait, "callback_done": queueing.callback_done},
             host=s.agi_host,
             port=s.agi_port,
             command_timeout=s.agi_command_timeout,
@@ -146,8 +154,11 @@ class Hotline:
         self.agents = AgentSync(self.ami, self.current_rules)  # applies agents after every AMI login
         self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
         self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds
+        self.live.handle_times.default_seconds = self.rules.waiting.handle_seconds
         self.ager = PriorityAger(self.ami, self.live, self.current_rules)
+        self.callbacks = Callbacks(self.ami, self.redis, self.current_rules)
         await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
         self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))

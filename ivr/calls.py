@@ -26,6 +26,7 @@ from ivr.menu.engine import CallContext, MenuEngine, PromptPaths, RouteRequest, 
 from ivr.menu.schema import CustomerClass, Menu
 from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
 from routing.customers import CustomerDirectory, mask_number, normalize_number
+from routing.live import LeftQueue
 from routing.router import Router
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,14 @@ def build_outcome(
     menu_name: str,
     fallback_queue: str,
     ended_at: float,
+    left: LeftQueue | None = None,
 ) -> OutcomeRecord:
-    """Decide the disposition and timings from the IVR's view plus Asterisk's variables."""
+    """Decide the disposition and timings from the IVR's view plus Asterisk's variables.
+    ``left``: where the live state last saw the caller leave a queue (the abandon point)."""
     var = channel_vars.get
     agent = var(v.MEMBER_NAME) or var(v.MEMBER_INTERFACE) or None
-    queued_at = _seconds(var(v.QUEUED_AT))
+    queued_at = _seconds(var(v.QUEUED_AT))  # first queued (kept across stints and overflow)
+    stint_at = _seconds(var(v.STINT_AT)) or queued_at  # the Queue() run that ended the wait
     hold = _seconds(var(v.HOLD_TIME))
     queue = var(v.QUEUE_NAME) or var(v.QUEUE) or None
     fallback = var(v.FALLBACK) or None
@@ -140,13 +144,21 @@ def build_outcome(
         queue = fallback_queue
 
     answered_at = talk = wait = None
+    abandon_point: dict[str, object] | None = None
+    callback_id = var(v.CALLBACK) or None
     if agent:
         disposition = Disposition.FALLBACK if fallback_reason else Disposition.ANSWERED
-        if queued_at is not None and hold is not None:
-            answered_at = queued_at + hold
+        wait = hold
+        if stint_at is not None and hold is not None:
+            answered_at = stint_at + hold
             talk_ended = _seconds(var(v.QUEUE_LEFT)) or ended_at  # a survey after the agent is not talk
             talk = max(0.0, round(talk_ended - answered_at, 3))
-        wait = hold
+            if queued_at is not None:
+                wait = max(0.0, round(answered_at - queued_at, 3))
+    elif var(v.WAIT_NEXT) == v.WAIT_CALLBACK and callback_id:
+        disposition = Disposition.CALLBACK_BOOKED
+        if queued_at is not None:
+            wait = max(0.0, round(ended_at - queued_at, 3))
     elif reached_queue:
         if var(v.ABANDONED) != "TRUE" and status in v.QUEUE_NOT_JOINED:
             disposition = Disposition.FAILED
@@ -154,14 +166,19 @@ def build_outcome(
             disposition = Disposition.FALLBACK if fallback_reason else Disposition.ABANDONED_QUEUE
         if queued_at is not None:
             wait = max(0.0, round(ended_at - queued_at, 3))
+        if disposition != Disposition.FAILED:
+            abandon_point = {"stage": "queue", "queue": (left.queue if left else None) or var(v.IN_QUEUE) or queue,
+                             "position": left.position if left else None, "waited": wait}
     elif var(v.DONE) == v.DONE_HANGUP or ivr_ended == "self_served":
         disposition = Disposition.SELF_SERVED
     elif call is not None and ivr_ended == "caller_hangup":
         disposition = Disposition.ABANDONED_IVR
+        abandon_point = {"stage": "ivr", "node": call.path[-1] if call.path else None}
     elif call is not None and ivr_ended is None:
         # The IVR never said how it ended and the dialplan did not queue: the caller left
         # while the controller was still working on the call.
         disposition = Disposition.ABANDONED_IVR
+        abandon_point = {"stage": "ivr", "node": call.path[-1] if call.path else None}
     else:
         disposition = Disposition.FAILED
 
@@ -187,6 +204,9 @@ def build_outcome(
         overflow=var(v.OVERFLOW) or None,
         survey_score=int(score) if (score := var(v.SURVEY_SCORE) or "") in ("1", "2", "3", "4", "5") else None,
         queue_status=status,
+        announcements=[a for a in (var(v.ANNOUNCED) or "").split(";") if a],
+        callback={"id": callback_id, "result": "booked"} if callback_id else None,
+        abandon_point=abandon_point,
         started_at=call.started_at if call else None,
         queued_at=queued_at,
         answered_at=answered_at,
@@ -205,8 +225,10 @@ class CallHandlers:
         outcomes: OutcomeStore,
         prompts: PromptPaths,
         *,
+        left_queue: Callable[[str], LeftQueue | None] = lambda _uniqueid: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._left_queue = left_queue
         self._prompts = prompts
         self._menu = menu
         self._engine = engine
@@ -268,6 +290,11 @@ class CallHandlers:
             await channel.set_variable(v.MAX_PENALTY, "" if decision.max_penalty is None else decision.max_penalty)
             survey = decision.survey and menu.survey is not None
             await channel.set_variable(v.SURVEY, "1" if survey else "")
+            announcing = decision.announce_after is not None and menu.waiting is not None
+            await channel.set_variable(v.ANNOUNCE, "1" if announcing else "")
+            await channel.set_variable(v.ANNOUNCE_EVERY, decision.announce_every)
+            await channel.set_variable(v.STINT, decision.first_stint(announcing) or "")
+            await channel.set_variable(v.RULE, "")
             await channel.set_variable(v.QUEUE_OPTIONS, "rc" if survey else "r")
             await channel.set_variable(v.DONE, v.DONE_ROUTE)
         elif isinstance(ending, SelfServed):
@@ -315,6 +342,7 @@ class CallHandlers:
             self._menu().name,
             self._router.fallback_queue(),
             self._clock(),
+            self._left_queue(uniqueid),
         )
         created = await self._outcomes.save(record)
         log.info("call %s ended: %s%s", uniqueid, record.disposition.value, "" if created else " (duplicate ignored)")

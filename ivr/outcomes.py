@@ -44,6 +44,7 @@ class Disposition(StrEnum):
     ABANDONED_QUEUE = "abandoned_queue"
     FALLBACK = "fallback"
     FAILED = "failed"
+    CALLBACK_BOOKED = "callback_booked"  # the caller left the queue; a callback holds their place
 
 
 @dataclass
@@ -68,6 +69,10 @@ class OutcomeRecord:
     escalation: list[str] = field(default_factory=list)  # why the priority was raised (repeat, urgent)
     survey_score: int | None = None  # 1-5, given after the agent hung up
     queue_status: str | None = None
+    kind: str = "inbound"  # or "callback": the outbound leg of a virtual-hold callback
+    announcements: list[str] = field(default_factory=list)  # what the caller was told while queued
+    callback: dict[str, Any] | None = None  # id, attempt, result; "of": the call that booked it
+    abandon_point: dict[str, Any] | None = None  # where the caller gave up: IVR node, or queue+position
     started_at: float | None = None
     queued_at: float | None = None
     answered_at: float | None = None

@@ -68,15 +68,36 @@ def synthesize(text: str, language: str, target: Path) -> None:
         partial.replace(target)
 
 
+_ZH_DIGITS = "零一二三四五六七八九"
+_KO_DIGITS = ["영", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구"]
+
+
+def number_words(language: str) -> dict[str, str]:
+    """The ``digits/*`` files Asterisk's SAY NUMBER plays, for languages whose sounds Asterisk
+    does not ship (English comes with Asterisk). File names follow say.c: the Chinese syntax
+    says 10..90 and hundred/thousand/wan/yi; other languages use the English syntax (0..19, tens,
+    hundred, thousand, million)."""
+    if language == "zh":
+        words = {str(n): _ZH_DIGITS[n] for n in range(10)}
+        words |= {str(t * 10): ("" if t == 1 else _ZH_DIGITS[t]) + "十" for t in range(1, 10)}
+        return words | {"hundred": "百", "thousand": "千", "wan": "万", "yi": "亿", "minus": "负"}
+    if language == "ko":
+        words = {str(n): _KO_DIGITS[n] for n in range(10)}
+        words |= {str(10 + n): "십" + _KO_DIGITS[n] for n in range(1, 10)} | {"10": "십"}
+        words |= {str(t * 10): _KO_DIGITS[t] + "십" for t in range(2, 10)}
+        return words | {"hundred": "백", "thousand": "천", "million": "백만", "minus": "마이너스"}
+    return {}
+
+
 def _jobs(menu: Menu, out_dir: Path, force: bool) -> Iterable[tuple[str, str, Path]]:
-    for prompt_id, texts in menu.prompts.items():
-        for language in menu.languages:
-            text = texts[language]
-            target = out_dir / language / f"{prompt_id}.wav"
-            sidecar = target.with_suffix(".txt")
-            if not force and target.exists() and sidecar.exists() and sidecar.read_text("utf-8") == text:
-                continue
-            yield text, language, target
+    files = [(f"digits/{name}", lang, text) for lang in menu.languages for name, text in number_words(lang).items()]
+    files += [(pid, lang, texts[lang]) for pid, texts in menu.prompts.items() for lang in menu.languages]
+    for name, language, text in files:
+        target = out_dir / language / f"{name}.wav"
+        sidecar = target.with_suffix(".txt")
+        if not force and target.exists() and sidecar.exists() and sidecar.read_text("utf-8") == text:
+            continue
+        yield text, language, target
 
 
 def build_prompts(menu: Menu, out_dir: Path, *, force: bool = False, workers: int = 2) -> int:

@@ -12,6 +12,21 @@ QUEUE_OPTIONS = "HOTLINE_QUEUE_OPTIONS"  # Queue() options ("rc": ring back, con
 SURVEY = "HOTLINE_SURVEY"  # "1": run the survey AGI when the agent hangs up
 SURVEY_SCORE = "HOTLINE_SURVEY_SCORE"  # the caller's 1-5
 LANGUAGE = "CHANNEL(language)"
+# Waiting in the queue (the dialplan's stint loop, the wait AGI).
+ANNOUNCE = "HOTLINE_ANNOUNCE"  # "1": the wait AGI runs between stints
+ANNOUNCE_EVERY = "HOTLINE_ANNOUNCE_EVERY"  # stint length after an overflow
+STINT = "HOTLINE_STINT"  # seconds of the next Queue() stint (empty: until answered)
+REJOIN = "HOTLINE_REJOIN"  # position to rejoin at (Queue's position argument)
+RULE = "HOTLINE_RULE"  # penalty rule for the next stint
+QUEUE_PRIO = "QUEUE_PRIO"  # app_queue's priority at join (the aged one on a rejoin)
+QUEUE_MAX_PENALTY = "QUEUE_MAX_PENALTY"
+WAIT_NEXT = "HOTLINE_WAIT_NEXT"  # the wait AGI's answer: queue, overflow or callback
+WAIT_KEY = "HOTLINE_WAIT_KEY"  # "1": the caller pressed 1 while queued (callback)
+ANNOUNCED = "HOTLINE_ANNOUNCED"  # what the caller was told, e.g. "pos=2,wait=90;pos=1,wait=30"
+CALLBACK = "HOTLINE_CALLBACK"  # the id of the callback booked by / placed for this call
+WAIT_QUEUE = "queue"
+WAIT_OVERFLOW = "overflow"
+WAIT_CALLBACK = "callback"
 
 DONE_ROUTE = "route"
 DONE_HANGUP = "hangup"
@@ -22,6 +37,13 @@ OVERFLOW = "HOTLINE_OVERFLOW"  # the queue status that sent the caller on to the
 QUEUED_AT = "HOTLINE_QUEUED_AT"  # epoch seconds when the caller last joined a queue
 QUEUE_LEFT = "HOTLINE_QUEUE_LEFT"  # epoch seconds when Queue() returned (the agent hung up)
 MAX_PENALTY = "HOTLINE_MAX_PENALTY"  # initial QUEUE_MAX_PENALTY: level-1 agents first, then widening
+IN_QUEUE = "HOTLINE_IN_QUEUE"  # the queue of the current stint (the target, or the overflow queue)
+OVERFLOWED = "HOTLINE_OVERFLOWED"  # "1" once the caller moved on to the overflow queue
+STINT_AT = "HOTLINE_STINT_AT"  # epoch seconds when the current stint began (answered = this + QEHOLDTIME)
+# Callback legs (extensions.conf hotline-callback-dial).
+CALLBACK_AGENT = "CB_AGENT"
+CALLBACK_DIALLED_AT = "CB_DIALLED_AT"
+DIAL_STATUS = "DIALSTATUS"
 
 # Set by app_queue (setinterfacevar, setqueueentryvar, setqueuevar in queues.conf).
 QUEUE_STATUS = "QUEUESTATUS"
@@ -48,6 +70,11 @@ FINISH_VARIABLES = (
     MEMBER_NAME,
     HOLD_TIME,
     QUEUE_NAME,
+    STINT_AT,
+    IN_QUEUE,
+    ANNOUNCED,
+    CALLBACK,
+    WAIT_NEXT,
 )
 
 # Queue statuses after which the caller was never connected because of the queue itself.

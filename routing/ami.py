@@ -338,9 +338,15 @@ class AmiClient:
         channel_id: str | None = None,
         other_channel_id: str | None = None,
         timeout_ms: int = 30000,
+        wait: bool = True,
+        action_id: str | None = None,
     ) -> OriginateResult:
+        """Originate a call. With ``wait`` (the default) return once the channel came up or failed
+        (OriginateResponse); without, once Asterisk accepted the request: for calls that may take
+        hours to be answered (a callback waiting in a queue), whose OriginateResponse then goes
+        to the event handlers like any other event."""
         channel_id = channel_id or uuid.uuid4().hex
-        action_id = f"originate-{uuid.uuid4().hex}"
+        action_id = action_id or f"originate-{uuid.uuid4().hex}"
         action: dict[str, object] = {
             "Action": "Originate",
             "ActionID": action_id,
@@ -361,11 +367,14 @@ class AmiClient:
         # The reply says whether Asterisk queued it; the OriginateResponse event, whether the
         # channel came up. Waiting on the event ourselves lets an Error reply return at once.
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._originates[action_id] = waiter
+        if wait:
+            self._originates[action_id] = waiter
         try:
             reply = await self.action(action)
             if not reply.success:
                 return OriginateResult(False, str(reply.get("Message", "")), channel_id)
+            if not wait:
+                return OriginateResult(True, "queued", channel_id)
             async with asyncio.timeout(timeout_ms / 1000 + 10):
                 final = await waiter
         finally:

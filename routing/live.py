@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from ivr.menu.schema import CustomerClass
 from routing.ami import AmiClient, AmiError
+from routing.waiting import AgentOutlook, HandleTimes
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,16 @@ class WaitingCaller:
         return max(0.0, now - self.joined_at)
 
 
+@dataclass(frozen=True)
+class LeftQueue:
+    """Where a caller was when it last left a queue (answered, timed out, abandoned, pressed a key)."""
+
+    queue: str
+    position: int
+    abandoned: bool
+    at: float
+
+
 def _channel_vars(event: Message) -> dict[str, str]:
     raw = event.get("ChanVariable", [])
     items = raw if isinstance(raw, list) else [raw]
@@ -111,13 +122,18 @@ class LiveQueues:
         self.wrapup_seconds = 0  # the rules' wrap-up time: an agent is in wrap-up that long after a call
         self.resyncs = 0
         self._first_joined: dict[str, tuple[float, float]] = {}  # uniqueid -> (first queued, last seen)
+        self.left: dict[str, LeftQueue] = {}  # uniqueid -> its last leaving (the abandon point, the rejoin place)
+        self.handle_times = HandleTimes(180.0)  # average talk time per queue, for wait estimates
+        self._busy_since: dict[str, float] = {}  # agent interface -> when its current call or wrap-up began
         self._redis_paused_until = 0.0
         ami.on("QueueCallerJoin", self._on_join)
         for event in ("QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause", "QueueMemberPenalty"):
             ami.on(event, self._on_member)
         ami.on("QueueMemberRemoved", self._on_member_removed)
         ami.on("QueueCallerLeave", self._on_leave)
-        ami.on("QueueCallerAbandon", self._on_leave)
+        ami.on("QueueCallerAbandon", self._on_abandon)
+        ami.on("AgentConnect", self._on_agent_connect)
+        ami.on("AgentComplete", self._on_agent_complete)
         ami.on(AmiClient.CONNECTED_EVENT, self._on_connected)
         ami.on(self.RESYNC_EVENT, self._on_connected)
 
@@ -128,6 +144,11 @@ class LiveQueues:
         except ValueError:
             customer_class = CustomerClass.PUBLIC
         base = _int(variables.get("HOTLINE_PRIORITY", ""), priority if priority is not None else 0)
+        # The dialplan's first-queued time (kept across rejoins, overflow and a callback's place).
+        try:
+            first_queued = float(variables.get("HOTLINE_QUEUED_AT", ""))
+        except ValueError:
+            first_queued = self._clock() - wait
         return WaitingCaller(
             uniqueid=str(event.get("Uniqueid", "")),
             queue=str(event.get("Queue", "")),
@@ -135,7 +156,7 @@ class LiveQueues:
             customer_class=customer_class,
             base_priority=base,
             priority=priority if priority is not None else base,
-            joined_at=self._clock() - wait,
+            joined_at=min(first_queued, self._clock() - wait),
         )
 
     async def _on_join(self, event: Message) -> None:
@@ -143,16 +164,45 @@ class LiveQueues:
         # An overflow is a new join: the caller keeps the time it first queued, so aging goes on.
         first = self._first_joined.get(caller.uniqueid)
         if first is not None:
-            caller.joined_at = first[0]
+            caller.joined_at = min(first[0], caller.joined_at)
         self._first_joined[caller.uniqueid] = (caller.joined_at, self._clock())
         self._forget_old_joins()
         self.waiting[caller.uniqueid] = caller
         await self._store(LIVE_WAITING_KEY, caller.uniqueid, self._json(caller))
 
-    async def _on_leave(self, event: Message) -> None:
+    async def _on_leave(self, event: Message, abandoned: bool = False) -> None:
         uniqueid = str(event.get("Uniqueid", ""))
+        self.left[uniqueid] = LeftQueue(
+            str(event.get("Queue", "")), _int(event.get("Position"), 0), abandoned, self._clock()
+        )
+        if len(self.left) > 5000:  # a bounded memory of recent leavings
+            for old in list(self.left)[:1000]:
+                del self.left[old]
         if self.waiting.pop(uniqueid, None) is not None:
             await self._store(LIVE_WAITING_KEY, uniqueid, None)
+
+    async def _on_abandon(self, event: Message) -> None:
+        await self._on_leave(event, abandoned=True)
+
+    async def _on_agent_connect(self, event: Message) -> None:
+        self._busy_since[str(event.get("Interface", ""))] = self._clock()
+
+    async def _on_agent_complete(self, event: Message) -> None:
+        self.handle_times.add(str(event.get("Queue", "")), float(_int(event.get("TalkTime"), 0)))
+        self._busy_since[str(event.get("Interface", ""))] = self._clock()  # wrap-up starts now
+
+    def outlook(self, queue: str) -> list[AgentOutlook]:
+        """The agents who can answer ``queue``, with how long each has been busy."""
+        now = self._clock()
+        return [
+            AgentOutlook(a.state, now - self._busy_since.get(a.interface, now))
+            for a in self.agents.values()
+            if a.queue == queue
+        ]
+
+    def ahead_of(self, queue: str, priority: int) -> int:
+        """Callers now in ``queue`` that a caller joining at ``priority`` would wait behind."""
+        return sum(1 for c in self.waiting.values() if c.queue == queue and c.priority >= priority)
 
     async def _on_connected(self, _event: Message) -> None:
         await self.resync()

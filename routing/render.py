@@ -12,6 +12,7 @@ from ivr.menu.schema import CustomerClass
 from routing.rules import RoutingRules, Skill
 
 WIDENING_RULE = "hotline-widening"
+QUEUE_KEYS_CONTEXT = "hotline-queue-keys"
 # Device states that mean "no agent of this skill is logged in" (for `when: no_agents` overflow).
 NOBODY_THERE = "unavailable,invalid,unknown"
 
@@ -45,6 +46,9 @@ def _queue_section(name: str, skill: Skill, rules: RoutingRules) -> list[str]:
     ]
     if rules.penalty_widening:
         lines.append(f"defaultrule = {WIDENING_RULE}")
+    if skill.callback:
+        # "1" while waiting leaves the queue for the callback offer (extensions.conf hotline-queue-keys).
+        lines.append(f"context = {QUEUE_KEYS_CONTEXT}")
     return lines
 
 
@@ -65,10 +69,31 @@ def render_queues(rules: RoutingRules) -> str:
 
 def render_queue_rules(rules: RoutingRules) -> str:
     out = [f"; Rendered from the routing rules {rules.name!r} by hotline. Do not edit: edit the rules."]
-    if rules.penalty_widening:
+    steps = rules.penalty_widening
+    if steps:
         out.append(f"[{WIDENING_RULE}]")
-        out.extend(f"penaltychange => {step.after},{step.max_penalty}" for step in rules.penalty_widening)
+        out.extend(f"penaltychange => {step.after},{step.max_penalty}" for step in steps)
+        # For a caller rejoining after announcements with the first ``done`` steps behind it: the
+        # remaining steps, timed from the last one taken (a rule never lowers what it has reached).
+        for done in range(1, len(steps) + 1):
+            out.append(f"[{widening_rule_after(done)}]")
+            out.extend(f"penaltychange => {s.after - steps[done - 1].after},{s.max_penalty}" for s in steps[done:])
     return "\n".join(out) + "\n"
+
+
+def widening_rule_after(steps_done: int) -> str:
+    return f"{WIDENING_RULE}-after-{steps_done}"
+
+
+def widening_state(rules: RoutingRules, waited: float) -> tuple[int, str] | None:
+    """Max penalty reached after ``waited`` seconds, and the rule for a caller rejoining now."""
+    steps = rules.penalty_widening
+    if not steps:
+        return None
+    done = sum(1 for step in steps if waited >= step.after)
+    if done == 0:
+        return 0, WIDENING_RULE
+    return steps[done - 1].max_penalty, widening_rule_after(done)
 
 
 def write_asterisk_config(rules: RoutingRules, directory: Path) -> list[Path]:

@@ -69,6 +69,14 @@ class RouteDecision:
     overflow_after: int | None = None  # seconds in the queue before moving on (Queue's timeout)
     survey: bool = False  # ask for a score when the agent hangs up
     max_penalty: int | None = None  # with penalty widening: only level-1 agents (penalty 0) at first
+    announce_after: int | None = None  # first position/wait announcement (None: no announcements)
+    announce_every: int = 60
+    callback: bool = False  # the caller may ask for a callback that keeps their place
+
+    def first_stint(self, announcing: bool) -> int | None:
+        """Seconds of the first Queue() run: until the first announcement or the overflow."""
+        ends = [t for t in (self.announce_after if announcing else None, self.overflow_after) if t]
+        return min(ends) if ends else None
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,9 @@ class Router:
             overflow_after = step.after
         return RouteDecision(skill, target.queue, self.priority(customer_class, escalation), overflow_queue,
                              overflow_after, survey=target.survey and not switches.outage,
-                             max_penalty=0 if rules.penalty_widening else None)
+                             max_penalty=0 if rules.penalty_widening else None,
+                             announce_after=rules.waiting.announce_after or None,
+                             announce_every=rules.waiting.announce_every, callback=target.callback)
 
     def fallback_queue(self) -> str:
         rules = self._rules()

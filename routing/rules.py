@@ -59,6 +59,7 @@ class Skill(_Strict):
     queue: QueueName
     overflow: list[OverflowStep] = Field(default_factory=list, max_length=1)
     survey: bool = Field(False, description="ask for a 1-5 score after the agent hangs up")
+    callback: bool = Field(False, description="waiting callers may press 1 to be called back in their place")
 
 
 class Agent(_Strict):
@@ -104,6 +105,46 @@ class Escalation(_Strict):
     window_hours: int = Field(24, ge=1, le=168)
     boost: int = Field(2, ge=0, le=50, description="added to the class priority")
     urgent_boost: int = Field(5, ge=0, le=50, description="added for customers flagged urgent")
+
+
+class Waiting(_Strict):
+    """What a caller hears while queued: position and estimated wait, from the live state."""
+
+    announce_after: int = Field(20, ge=0, le=600, description="first announcement after this many seconds; 0: none")
+    announce_every: int = Field(60, ge=5, le=900, description="then again every this many seconds")
+    handle_seconds: int = Field(
+        180, ge=10, le=3600, description="handle time assumed until the queue has completed calls of its own"
+    )
+
+
+class Callbacks(_Strict):
+    """Virtual hold: the callback waits in the queue in the caller's place; an agent is connected
+    first, then the customer is dialled (``dial``: ``{number}`` is the caller's digits)."""
+
+    dial: Annotated[str, Field(pattern=r"^(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_@./{}-]{1,80}$")] = (
+        "PJSIP/{number}@operator"
+    )
+    ring_seconds: int = Field(30, ge=5, le=120)
+    retries: int = Field(2, ge=0, le=5, description="further attempts when the customer does not answer")
+    retry_after: int = Field(120, ge=1, le=3600)
+    max_hold_hours: float = Field(4, gt=0, le=24, description="a callback still unserved after this is dropped")
+    number_pattern: str = Field(r"^\+?[0-9]{3,20}$", description="numbers that may be called back")
+
+    @field_validator("dial")
+    @classmethod
+    def _placeholder(cls, value: str) -> str:
+        if "{number}" not in value or value.count("{") != 1 or value.count("}") != 1:
+            raise ValueError("dial needs exactly one {number} placeholder")
+        return value
+
+    @field_validator("number_pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
 
 
 def _always() -> dict[Weekday, list[str]]:
@@ -170,6 +211,8 @@ class RoutingRules(_Strict):
     aging: Aging = Field(default_factory=lambda: Aging())
     escalation: Escalation = Field(default_factory=lambda: Escalation())
     outage: bool = Field(False, description="a declared network outage: no surveys while it lasts")
+    waiting: Waiting = Field(default_factory=lambda: Waiting())
+    callbacks: Callbacks = Field(default_factory=lambda: Callbacks())
 
     def queue_of(self, skill: str) -> str:
         return self.skills[skill].queue

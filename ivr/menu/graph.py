@@ -132,6 +132,16 @@ def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Probl
             if prompt and prompt not in menu.prompts:
                 problems.append((("survey", field), f"unknown prompt {prompt!r}"))
 
+    if menu.waiting is not None:
+        for field in ("position", "wait_minutes"):
+            for i, part in enumerate(getattr(menu.waiting, field)):
+                if not part.startswith("{") and part not in menu.prompts:
+                    problems.append((("waiting", field, i), f"unknown prompt {part!r}"))
+        for field in ("wait_soon", "callback_offer", "callback_booked", "callback_unavailable"):
+            prompt = getattr(menu.waiting, field)
+            if prompt and prompt not in menu.prompts:
+                problems.append((("waiting", field), f"unknown prompt {prompt!r}"))
+
     for pid, texts in menu.prompts.items():
         missing = [lang for lang in menu.languages if not texts.get(lang, "").strip()]
         if missing:

@@ -175,6 +175,34 @@ class Survey(_Strict):
     attempts: int = Field(2, ge=1, le=3)
 
 
+AnnouncementPart = Annotated[str, Field(pattern=r"^([a-z][a-z0-9_]{0,63}|\{(position|minutes)\})$")]
+
+
+class Waiting(_Strict):
+    """What a queued caller hears (the routing rules say when). An announcement is a list of
+    prompts with ``{position}`` / ``{minutes}`` where Asterisk says the number in the caller's
+    language, so each language can put the number where its grammar wants it."""
+
+    position: list[AnnouncementPart] = Field(min_length=1)
+    wait_minutes: list[AnnouncementPart] = Field(min_length=1)
+    wait_soon: PromptId | None = Field(None, description="when the estimate is under a minute")
+    callback_offer: PromptId | None = Field(None, description="'press 1 to be called back' (callback skills)")
+    callback_booked: PromptId | None = None
+    callback_unavailable: PromptId | None = None
+
+    @field_validator("position", "wait_minutes")
+    @classmethod
+    def _one_number(cls, value: list[str]) -> list[str]:
+        if sum(part.startswith("{") for part in value) != 1:
+            raise ValueError("an announcement says exactly one number: {position} or {minutes}")
+        return value
+
+    def prompt_ids(self) -> list[str]:
+        parts = [*self.position, *self.wait_minutes]
+        optional = [self.wait_soon, self.callback_offer, self.callback_booked, self.callback_unavailable]
+        return [p for p in parts if not p.startswith("{")] + [p for p in optional if p is not None]
+
+
 class Menu(_Strict):
     name: str = Field(min_length=1, max_length=64)
     languages: list[Language] = Field(min_length=1)
@@ -182,5 +210,6 @@ class Menu(_Strict):
     start: NodeId
     defaults: Defaults = Field(default_factory=Defaults)
     survey: Survey | None = None
+    waiting: Waiting | None = None
     prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)

@@ -1,0 +1,230 @@
+"""FastAGI entry points around the queue: ``wait`` (between queue stints) and ``callback_done``.
+
+The dialplan queues a caller in stints (asterisk/conf/extensions.conf). Between two stints, or
+when the caller pressed 1 while queued, ``wait`` runs: it tells the caller their position and the
+wait estimated from the live state, in their language, offers a callback that keeps their place,
+decides whether the overflow time has come, and sends the caller back to the same place in line
+with the priority aging has given them. ``callback_done`` runs when a callback's customer leg
+hangs up: it records the attempt (retry or result) and writes that leg's outcome record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from ivr import variables as v
+from ivr.agi.channel import Channel
+from ivr.menu.engine import PromptPaths
+from ivr.menu.schema import CustomerClass, Menu, Waiting
+from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
+from routing.aging import aged_priority
+from routing.callbacks import Booking, Callback, Callbacks, new_callback_id
+from routing.customers import mask_number, normalize_number
+from routing.live import LeftQueue, LiveQueues
+from routing.render import widening_state
+from routing.rules import RoutingRules
+from routing.waiting import estimate_wait
+
+log = logging.getLogger(__name__)
+
+CALLBACK_KEY = "1"
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+class QueueHandlers:
+    def __init__(
+        self,
+        menu: Callable[[], Menu],
+        rules: Callable[[], RoutingRules],
+        live: Callable[[], LiveQueues | None],
+        callbacks: Callable[[], Callbacks | None],
+        outcomes: OutcomeStore,
+        prompts: PromptPaths,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._menu = menu
+        self._rules = rules
+        self._live = live
+        self._callbacks = callbacks
+        self._outcomes = outcomes
+        self._prompts = prompts
+        self._clock = clock
+
+    async def _left(self, uniqueid: str, queue: str) -> LeftQueue | None:
+        """The caller's place when it left ``queue``: the AMI event may trail the AGI by a moment."""
+        live = self._live()
+        if live is None:
+            return None
+        for _ in range(10):
+            left = live.left.get(uniqueid)
+            if left is not None and left.queue == queue and self._clock() - left.at < 30:
+                return left
+            await asyncio.sleep(0.05)
+        return None
+
+    async def wait(self, channel: Channel) -> None:
+        uniqueid = channel.env.uniqueid
+        names = (v.IN_QUEUE, v.QUEUED_AT, v.PRIORITY, v.CUSTOMER_CLASS, v.SKILL, v.OVERFLOWED, v.QUEUE_TIMEOUT,
+                 v.WAIT_KEY, v.ANNOUNCED, v.LANGUAGE, v.MAX_PENALTY)
+        values = {name: await channel.get_variable(name) for name in names}
+        rules, menu = self._rules(), self._menu()
+        queue = values[v.IN_QUEUE] or ""
+        now = self._clock()
+        queued_at = _float(values[v.QUEUED_AT]) or now
+        waited = now - queued_at
+        try:
+            customer_class = CustomerClass(values[v.CUSTOMER_CLASS] or "public")
+        except ValueError:
+            customer_class = CustomerClass.PUBLIC
+        base = int(values[v.PRIORITY] or 0) if (values[v.PRIORITY] or "").isdigit() else 0
+        target = rules.class_rule(customer_class).service_level.seconds
+        priority = max(base, aged_priority(base, waited, target, rules.aging.points_per_target)
+                       if rules.aging.enabled else base)
+        live = self._live()
+        left = await self._left(uniqueid, queue)
+        position = left.position if left and left.position > 0 else (
+            (live.ahead_of(queue, priority) + 1) if live else 1)
+        pressed = values[v.WAIT_KEY] == CALLBACK_KEY
+        await channel.set_variable(v.WAIT_KEY, "")
+
+        overflowed = values[v.OVERFLOWED] == "1"
+        overflow_after = _float(values[v.QUEUE_TIMEOUT])
+        if not pressed and not overflowed and overflow_after and waited >= overflow_after - 1:
+            await channel.set_variable(v.WAIT_NEXT, v.WAIT_OVERFLOW)
+            return
+
+        language = values[v.LANGUAGE] or ""
+        if language not in menu.languages:
+            language = menu.default_language
+        skill = rules.skills.get(values[v.SKILL] or "")
+        callbacks = self._callbacks()
+        number = normalize_number(channel.env.caller_number)
+        offer = (menu.waiting is not None and skill is not None and skill.callback and callbacks is not None
+                 and callbacks.may_call(number))
+        choice = CALLBACK_KEY if pressed else None
+        if choice is None and menu.waiting is not None:
+            estimate = None
+            if live is not None:
+                estimate = estimate_wait(position - 1, live.outlook(queue), live.handle_times.of(queue),
+                                         rules.queue_settings.wrapup_seconds)
+            told = f"pos={position}" + (f",wait={round(estimate)}" if estimate is not None else "")
+            await channel.set_variable(v.ANNOUNCED, ";".join(filter(None, [values[v.ANNOUNCED], told])))
+            choice = await self._announce(channel, menu.waiting, language, position, estimate, offer)
+        if choice == CALLBACK_KEY and menu.waiting is not None:
+            booked = await self._book(channel, callbacks if offer else None, number, queue, customer_class,
+                                      base, priority, queued_at, position, language)
+            if booked:
+                return
+        # Back in line at the same place, with the priority aging gave the caller.
+        stint = rules.waiting.announce_every
+        if not overflowed and overflow_after:
+            stint = min(stint, max(1, math.ceil(overflow_after - waited)))
+        await channel.set_variable(v.QUEUE_PRIO, priority)
+        await channel.set_variable(v.REJOIN, position)
+        await channel.set_variable(v.STINT, stint)
+        widening = widening_state(rules, waited)
+        if widening is not None and not overflowed:
+            await channel.set_variable(v.QUEUE_MAX_PENALTY, widening[0])
+            await channel.set_variable(v.RULE, widening[1])
+        await channel.set_variable(v.WAIT_NEXT, v.WAIT_QUEUE)
+
+    async def _announce(self, channel: Channel, waiting: Waiting, language: str, position: int,
+                        estimate: float | None, offer: bool) -> str | None:
+        """Position, estimated wait and (when offered) the callback offer; a 1 pressed during any
+        of it is the caller taking the offer."""
+        escape = CALLBACK_KEY if offer else ""
+        parts: list[tuple[str, int | None]] = [(p, None) for p in waiting.position]
+        if estimate is not None:
+            minutes = math.ceil(estimate / 60)
+            if minutes <= 1 and waiting.wait_soon:
+                parts.append((waiting.wait_soon, None))
+            else:
+                parts += [(p, None) for p in waiting.wait_minutes]
+        for part, _ in parts:
+            if part == "{position}":
+                key = await channel.say_number(position, escape)
+            elif part == "{minutes}":
+                key = await channel.say_number(math.ceil((estimate or 0) / 60), escape)
+            else:
+                key = await channel.stream_file(self._prompts.path(part, language), escape)
+            if key == CALLBACK_KEY:
+                return key
+        if offer and waiting.callback_offer:
+            key = await channel.stream_file(self._prompts.path(waiting.callback_offer, language), escape)
+            if key is None:
+                key = await channel.wait_for_digit(3000)
+            return key
+        return None
+
+    async def _book(self, channel: Channel, callbacks: Callbacks | None, number: str, queue: str,
+                    customer_class: CustomerClass, base: int, priority: int, queued_at: float, position: int,
+                    language: str) -> bool:
+        """Book the callback and say so; False (and an apology) when it cannot be had."""
+        waiting = self._menu().waiting
+        assert waiting is not None
+        booking, callback_id = Booking.UNAVAILABLE, ""
+        if callbacks is not None:
+            booking, callback_id = await callbacks.book(Callback(
+                id=new_callback_id(), number=number, queue=queue, skill=await channel.get_variable(v.SKILL) or "",
+                customer_class=customer_class.value, base_priority=base, priority=priority, queued_at=queued_at,
+                position=position, language=language, origin_uniqueid=channel.env.uniqueid,
+                booked_at=self._clock(),
+            ))
+        if booking == Booking.UNAVAILABLE:
+            log.info("call %s: callback not available for %s", channel.env.uniqueid, mask_number(number))
+            if waiting.callback_unavailable:
+                await channel.stream_file(self._prompts.path(waiting.callback_unavailable, language))
+            return False
+        await channel.set_variable(v.CALLBACK, callback_id)
+        if waiting.callback_booked:
+            await channel.stream_file(self._prompts.path(waiting.callback_booked, language))
+        await channel.set_variable(v.WAIT_NEXT, v.WAIT_CALLBACK)
+        return True
+
+    async def callback_done(self, channel: Channel) -> None:
+        """Hangup handler of a callback's customer leg: record the attempt and its outcome."""
+        callbacks = self._callbacks()
+        callback_id = await channel.get_variable(v.CALLBACK) or ""
+        dial_status = await channel.get_variable(v.DIAL_STATUS) or ""
+        agent = await channel.get_variable(v.CALLBACK_AGENT) or ""
+        dialled_at = _float(await channel.get_variable(v.CALLBACK_DIALLED_AT))
+        answered = _float(await channel.get_variable("ANSWEREDTIME"))
+        callback = None
+        if callbacks is not None and callback_id:
+            callback = await callbacks.attempt_ended(callback_id, dial_status, agent, dialled_at)
+        now = self._clock()
+        record = OutcomeRecord(
+            uniqueid=channel.env.uniqueid,
+            kind="callback",
+            disposition=Disposition.ANSWERED if dial_status == "ANSWER" else Disposition.FAILED,
+            caller=callback.number if callback else normalize_number(channel.env.caller_number),
+            customer_class=callback.customer_class if callback else "public",
+            language=callback.language if callback else "",
+            skill=callback.skill if callback else None,
+            queue=callback.queue if callback else None,
+            priority=callback.base_priority if callback else None,
+            agent=agent or None,
+            wait_seconds=round(dialled_at - callback.queued_at, 3) if callback and dialled_at else None,
+            talk_seconds=answered,
+            callback={
+                "id": callback_id, "of": callback.origin_uniqueid if callback else None,
+                "attempt": callback.attempts if callback else None, "result": dial_status or "UNKNOWN",
+                "status": callback.status.value if callback else None,
+            },
+            queued_at=callback.queued_at if callback else None,
+            answered_at=dialled_at,
+            ended_at=now,
+        )
+        await self._outcomes.save(record)
+        log.info("callback %s attempt ended: %s", callback_id, dial_status or "no dial")
