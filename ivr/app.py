@@ -25,6 +25,7 @@ from ivr.menu.schema import Menu
 from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
+from ivr.reconcile import OutcomeWatchdog
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
 from ivr.web import build_web_app
 from routing.agents import AgentSync
@@ -50,6 +51,7 @@ class Hotline:
     live: LiveQueues | None = None
     ager: PriorityAger | None = None
     callbacks: Callbacks | None = None
+    watchdog: OutcomeWatchdog | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -155,9 +157,12 @@ class Hotline:
         self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
         self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds
         self.live.handle_times.default_seconds = self.rules.waiting.handle_seconds
-        self.ager = PriorityAger(self.ami, self.live, self.current_rules)
+        self.ager = PriorityAger(self.ami, self.live, self.current_rules, redis=self.redis)
         self.callbacks = Callbacks(self.ami, self.redis, self.current_rules)
+        self.watchdog = OutcomeWatchdog(self.ami, self.outcomes, self.states, lambda: self.current_menu().name,
+                                        self.router.fallback_queue)
         await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.watchdog.run(), name="outcome-reconciliation"))
         self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
@@ -170,6 +175,43 @@ class Hotline:
         except OSError as exc:
             raise PortInUse(f"the web cannot listen on {s.web_host}:{s.web_port} ({exc.strerror})") from None
         log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/", s.agi_host, self.agi.port, s.web_host, s.web_port)
+
+    async def reload(self) -> dict[str, object]:
+        """Publish edited routing rules and menu without a restart and without dropping calls.
+
+        Both files are validated first; on any error (ConfigError, with file:line:column) nothing
+        changes. Then new calls get the new versions while calls in progress keep the menu they
+        started with; queues.conf/queuerules.conf are rendered again and Asterisk reloads its
+        queues (QueueReload keeps waiting callers and members), and agents are re-applied with the
+        memberships the rules dropped removed.
+        """
+        s = self.settings
+        rules = load_rules(s.routing)
+        menu = load_menu(s.menu, skills=rules.skills)
+        if s.build_prompts:
+            await asyncio.to_thread(build_prompts, menu, s.built_prompts_dir)
+        await asyncio.to_thread(write_asterisk_config, rules, s.state_dir / "asterisk")
+        self.rules, self.menu = rules, menu
+        if self.live is not None:
+            self.live.wrapup_seconds = rules.queue_settings.wrapup_seconds
+            self.live.handle_times.default_seconds = rules.waiting.handle_seconds
+        if self.pbx is not None:
+            await self.pbx.refresh()
+        queues_reloaded = False
+        removed = applied = 0
+        if self.ami is not None and self.ami.ready:
+            reply = await self.ami.action(
+                {"Action": "QueueReload", "Members": "no", "Rules": "yes", "Parameters": "yes"}
+            )
+            queues_reloaded = bool(reply.success)
+            if not queues_reloaded:
+                log.error("Asterisk did not reload its queues: %s", reply.get("Message", ""))
+            if self.agents is not None:
+                removed = await self.agents.remove_stale()
+                applied = await self.agents.apply()
+        log.info("reloaded: menu %s, rules %s (%d skills)", menu.name, rules.name, len(rules.skills))
+        return {"menu": menu.name, "rules": rules.name, "skills": len(rules.skills),
+                "queues_reloaded": queues_reloaded, "memberships_applied": applied, "memberships_removed": removed}
 
     async def stop(self, *, stop_pbx: bool = True) -> None:
         if self.agi is not None:
@@ -187,6 +229,8 @@ class Hotline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.ager is not None:
+            await self.ager.release()
         if self.redis is not None:
             await self.redis.aclose()
         if self.local_redis is not None:

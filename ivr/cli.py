@@ -66,6 +66,22 @@ async def _serve(settings: Settings, me: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await hotline.reload()
+        except ConfigError as exc:
+            print(f"reload refused, the running version stays:\n{exc}", file=sys.stderr, flush=True)
+        except Exception:
+            logging.getLogger("hotline").exception("reload failed; the running version stays")
+
+    def on_hangup_signal() -> None:  # SIGHUP: publish the edited rules and menu
+        task = asyncio.create_task(reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup_signal)
     try:
         await hotline.start()
         print(
@@ -81,6 +97,32 @@ async def _serve(settings: Settings, me: str) -> int:
         return 1
     finally:
         await hotline.stop()
+    return 0
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+async def _reload(settings: Settings) -> int:
+    """Validate here (file:line:column), then ask the running hotline to publish."""
+    if _check([str(settings.menu)], settings.routing) != 0:
+        print("nothing published: fix the problems above", file=sys.stderr)
+        return 1
+    import aiohttp
+
+    url = f"http://{settings.web_host}:{settings.web_port}/api/reload"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            async with session.post(url) as response:
+                result = await response.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        print(f"no running hotline at {url}: {exc}", file=sys.stderr)
+        return 1
+    if not result.get("ok"):
+        print("reload refused, the running version stays:\n" + "\n".join(result.get("problems", [])), file=sys.stderr)
+        return 1
+    print(f"published menu {result['menu']} and rules {result['rules']}: {result['memberships_applied']} "
+          f"agent membership(s) applied, {result['memberships_removed']} removed")
     return 0
 
 
@@ -363,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     switch.add_argument("value", choices=["on", "off", "rules"], nargs="?",
                         help="rules: forget the runtime value, the routing rules' applies again")
 
+    sub.add_parser(
+        "reload", help="publish the edited menu and routing rules to the running hotline (checked first; "
+        "calls in progress are not dropped). Sending the server SIGHUP does the same."
+    )
+
     asterisk = sub.add_parser("asterisk", help="Asterisk configuration")
     asterisk_sub = asterisk.add_subparsers(dest="asterisk_command", required=True)
     render = asterisk_sub.add_parser("render", help="render queues.conf and queuerules.conf from the routing rules")
@@ -430,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
         return 0
+    if args.command == "reload":
+        return asyncio.run(_reload(settings))
     if args.command == "switch":
         return asyncio.run(_switch(settings, args.name, args.value))
     if args.command == "asterisk":

@@ -70,6 +70,7 @@ class OutcomeRecord:
     survey_score: int | None = None  # 1-5, given after the agent hung up
     queue_status: str | None = None
     kind: str = "inbound"  # or "callback": the outbound leg of a virtual-hold callback
+    source: str = "finish"  # "ami": written by the reconciliation because the hangup handler never came
     announcements: list[str] = field(default_factory=list)  # what the caller was told while queued
     callback: dict[str, Any] | None = None  # id, attempt, result; "of": the call that booked it
     abandon_point: dict[str, Any] | None = None  # where the caller gave up: IVR node, or queue+position

@@ -148,6 +148,10 @@ class LocalPbx:
         """Stop the instance; ``purge`` also deletes its folder (throwaway instances)."""
         await asyncio.to_thread(self._run, "purge" if purge else "stop", self.name, timeout=60)
 
+    async def refresh(self) -> None:
+        """Render the instance's configuration and prompts again (for a reload while running)."""
+        await asyncio.to_thread(self._run, "render", self.name, timeout=120)
+
     def instance_dir(self) -> str:
         return self._run("dir", self.name).strip()
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import html
+import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from redis.exceptions import RedisError
+
+from routing.servicelevel import service_levels
 
 if TYPE_CHECKING:
     from ivr.app import Hotline
@@ -78,7 +82,32 @@ async def live(request: web.Request) -> web.Response:
     hotline = _hotline(request)
     if hotline.live is None:
         raise web.HTTPServiceUnavailable(text="live state not ready")
-    return web.json_response({**hotline.live.snapshot(), "ami": bool(hotline.ami and hotline.ami.ready)})
+    levels: dict[str, object] = {}
+    if hotline.outcomes is not None and hotline.rules is not None:
+        try:
+            records = await hotline.outcomes.recent(2000)
+        except (RedisError, OSError):
+            records = []
+        since = time.time() - 3600
+        levels = {
+            name: {**asdict(level), "percent": level.percent, "met": level.met}
+            for name, level in service_levels(records, hotline.rules, since=since).items()
+        }
+    return web.json_response({
+        **hotline.live.snapshot(), "ami": bool(hotline.ami and hotline.ami.ready),
+        "service_levels_last_hour": levels,
+    })
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Publish the edited routing rules and menu (what `hotline reload` and SIGHUP do)."""
+    from ivr.yamldoc import ConfigError
+
+    try:
+        result = await _hotline(request).reload()
+    except ConfigError as exc:
+        return web.json_response({"ok": False, "problems": [str(p) for p in exc.problems]}, status=422)
+    return web.json_response({"ok": True, **result})
 
 
 def build_web_app(hotline: Hotline) -> web.Application:
@@ -87,5 +116,6 @@ def build_web_app(hotline: Hotline) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/api/live", live)
+    app.router.add_post("/api/reload", reload)
     app.router.add_get("/", calls)
     return app

@@ -12,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from routing.ami import AmiClient, AmiError
 from routing.live import LiveQueues
@@ -25,20 +29,60 @@ def aged_priority(base: int, waited: float, target_seconds: int, points_per_targ
     return base + int(points_per_target * waited / target_seconds)
 
 
+LEASE_KEY = "hotline:leader:aging"
+# Take the lease if free, renew it if ours; 1 if we hold it now.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
 class PriorityAger:
+    """With several controllers on one Asterisk, one of them ages (a lease in Redis, renewed every
+    round, taken over within three rounds when its holder dies). Without Redis every controller
+    ages: a raise sent twice changes nothing, a raise not sent starves a caller."""
+
     def __init__(self, ami: AmiClient, live: LiveQueues, rules: Callable[[], RoutingRules], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 redis: Redis | None = None, clock: Callable[[], float] = time.time) -> None:
         self._ami = ami
         self._live = live
         self._rules = rules
+        self._redis = redis
+        self._lease = redis.register_script(_LEASE) if redis is not None else None
+        self._me = uuid.uuid4().hex
         self._clock = clock
         self.changes = 0
+        self.leading = redis is None
+
+    async def _hold_lease(self, interval: float) -> bool:
+        if self._lease is None:
+            return True
+        try:
+            async with asyncio.timeout(0.5):
+                self.leading = bool(await self._lease(keys=[LEASE_KEY], args=[self._me, int(interval * 3000)]))
+        except (TimeoutError, RedisError, OSError):
+            self.leading = True
+        return self.leading
+
+    async def release(self) -> None:
+        """On a clean stop: hand the lease over at once rather than after it expires."""
+        if self._redis is None or not self.leading:
+            return
+        try:
+            async with asyncio.timeout(0.5):
+                if await self._redis.get(LEASE_KEY) in (self._me, self._me.encode()):
+                    await self._redis.delete(LEASE_KEY)
+        except (TimeoutError, RedisError, OSError):
+            pass
 
     async def run(self) -> None:
         """Background task (owned by the app)."""
         while True:
-            await asyncio.sleep(self._rules().aging.interval_seconds)
-            if self._rules().aging.enabled and self._ami.ready:
+            interval = self._rules().aging.interval_seconds
+            await asyncio.sleep(interval)
+            if self._rules().aging.enabled and self._ami.ready and await self._hold_lease(interval):
                 try:
                     await self.tick()
                 except Exception:

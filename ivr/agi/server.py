@@ -64,6 +64,10 @@ class FastAgiServer:
         """Refuse new sessions of these scripts (Asterisk's dialplan then takes over)."""
         self._refused.update(scripts)
 
+    def accept(self, *scripts: str) -> None:
+        """Take sessions of these scripts again."""
+        self._refused.difference_update(scripts)
+
     async def drain(self, timeout: float, scripts: set[str] | None = None) -> None:
         """Give sessions (of ``scripts``, or all) ``timeout`` seconds to end, then cancel them."""
         tasks = {t for t, s in self._sessions.items() if scripts is None or s in scripts}

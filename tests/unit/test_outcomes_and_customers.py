@@ -12,6 +12,7 @@ from ivr.menu.engine import CallContext
 from ivr.menu.schema import CustomerClass
 from ivr.outcomes import Disposition, OutcomeRecord, OutcomeStore
 from routing.customers import Customer, CustomerDirectory, normalize_number
+from routing.live import LeftQueue
 from tests.conftest import free_port
 
 FALLBACK_QUEUE = "hotline-fallback"
@@ -219,3 +220,30 @@ async def test_a_stalled_redis_delays_the_ivr_at_most_about_a_second(tmp_path: P
     assert channel.first_command_at is not None and channel.first_command_at - started < 1.3
     server.close()
     await stalled.aclose()
+
+
+def test_wait_spans_every_stint_and_the_abandon_point_is_kept() -> None:
+    # Queued at 110, announcements between stints, the last stint began at 150 and waited 5 s more.
+    variables = {"HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "HOTLINE_STINT_AT": "150", "QEHOLDTIME": "5",
+                 "MEMBERNAME": "agent1", "HOTLINE_ANNOUNCED": "pos=3,wait=90;pos=1,wait=20"}
+    out = build_outcome("u", "138", ctx(), "routed", variables, "m", FALLBACK_QUEUE, 170.0)
+    assert (out.answered_at, out.wait_seconds, out.talk_seconds) == (155.0, 45.0, 15.0)
+    assert out.announcements == ["pos=3,wait=90", "pos=1,wait=20"]
+
+    gave_up = {"HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "QUEUESTATUS": "TIMEOUT",
+               "HOTLINE_IN_QUEUE": "hotline-general"}
+    left = LeftQueue("hotline-general", 2, True, 139.0)
+    out = build_outcome("u", "138", ctx(), "routed", gave_up, "m", FALLBACK_QUEUE, 140.0, left)
+    assert out.disposition is Disposition.ABANDONED_QUEUE
+    assert out.abandon_point == {"stage": "queue", "queue": "hotline-general", "position": 2, "waited": 30.0}
+    in_menu = build_outcome("u", "138", ctx(), "caller_hangup", {}, "m", FALLBACK_QUEUE, 140.0)
+    assert in_menu.abandon_point == {"stage": "ivr", "node": "main"}
+
+
+def test_a_booked_callback_is_its_own_disposition() -> None:
+    variables = {"HOTLINE_DONE": "route", "HOTLINE_QUEUED_AT": "110", "HOTLINE_WAIT_NEXT": "callback",
+                 "HOTLINE_CALLBACK": "abc123", "QUEUESTATUS": "TIMEOUT"}
+    out = build_outcome("u", "138", ctx(), "routed", variables, "m", FALLBACK_QUEUE, 150.0)
+    assert out.disposition is Disposition.CALLBACK_BOOKED
+    assert out.callback == {"id": "abc123", "result": "booked"} and out.wait_seconds == 40.0
+    assert out.abandon_point is None

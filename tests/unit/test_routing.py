@@ -217,3 +217,18 @@ async def test_runtime_switches_override_the_rules_and_fall_back_to_them(redis: 
     down = Redis.from_url("redis://127.0.0.1:1/0")
     assert await Router(lambda: closed_rules, down).switches() == Switches(closed=True, outage=False)
     await down.aclose()
+
+
+async def test_one_controller_ages_and_another_takes_over_when_it_stops(redis: Redis) -> None:
+    from routing.aging import PriorityAger
+
+    class NoAmi:
+        def on(self, *_: object) -> None: ...
+
+    first = PriorityAger(NoAmi(), None, lambda: RULES, redis=redis)  # type: ignore[arg-type]
+    second = PriorityAger(NoAmi(), None, lambda: RULES, redis=redis)  # type: ignore[arg-type]
+    assert await first._hold_lease(2.0) and not await second._hold_lease(2.0)
+    assert await first._hold_lease(2.0)  # renewed by its holder
+    await first.release()
+    assert await second._hold_lease(2.0) and not await first._hold_lease(2.0)
+    assert 0 < await redis.pttl("hotline:leader:aging") <= 6000  # expires if its holder dies

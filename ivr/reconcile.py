@@ -1,0 +1,163 @@
+"""AMI events reconciled with the AGI sessions: every inbound call gets its one outcome record.
+
+The record is normally written by the hangup handler's ``finish`` AGI (ivr/calls.py). Should that
+never arrive at a controller (refused while draining, a controller that died with another one
+still up, a bug in ``finish``), the AMI events still tell the story: the queue joined, the agent
+connected and after how long, an abandon and where. This watchdog follows those events for
+inbound calls; after a Hangup it gives ``finish`` a grace period, and if no record exists by
+then it writes one from the AMI view plus the IVR's state kept in Redis (``source: ami``). The
+record store writes a key only if it is absent, so a late ``finish`` and the watchdog can never
+make two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from panoramisk.message import Message
+
+from ivr import variables as v
+from ivr.calls import CallStates, build_outcome
+from ivr.outcomes import OutcomeStore
+from routing.ami import AmiClient
+from routing.customers import normalize_number
+from routing.live import LeftQueue
+
+log = logging.getLogger(__name__)
+
+# Where an inbound call's channel is when it hangs up (the hotline's own dialplan contexts).
+INBOUND_CONTEXTS = {"hotline-inbound", "hotline-finish", "hotline-queue-keys"}
+
+
+@dataclass
+class SeenCall:
+    caller: str = ""
+    queue: str | None = None
+    first_queued: float | None = None
+    last_joined: float | None = None
+    agent: str | None = None
+    hold_seconds: float | None = None
+    abandoned: bool = False
+    position: int = 0
+    hung_up_at: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class OutcomeWatchdog:
+    def __init__(
+        self,
+        ami: AmiClient,
+        outcomes: OutcomeStore,
+        states: CallStates,
+        menu_name: Callable[[], str],
+        fallback_queue: Callable[[], str],
+        *,
+        grace_seconds: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outcomes = outcomes
+        self._states = states
+        self._menu_name = menu_name
+        self._fallback_queue = fallback_queue
+        self.grace_seconds = grace_seconds
+        self._clock = clock
+        self._calls: dict[str, SeenCall] = {}
+        self.written = 0
+        ami.on("QueueCallerJoin", self._on_join)
+        ami.on("AgentConnect", self._on_connect)
+        ami.on("QueueCallerAbandon", self._on_abandon)
+        ami.on("Hangup", self._on_hangup)
+
+    def _call(self, event: Message) -> SeenCall | None:
+        uniqueid = str(event.get("Uniqueid", ""))
+        if not uniqueid or "@hotline-callback-hold-" in str(event.get("Channel", "")):
+            return None  # a callback's hold half is not a call of its own
+        call = self._calls.get(uniqueid)
+        if call is None:
+            if len(self._calls) > 20000:  # calls whose hangup we never saw (AMI was down): forget the oldest
+                for old in list(self._calls)[:5000]:
+                    del self._calls[old]
+            call = self._calls[uniqueid] = SeenCall(caller=str(event.get("CallerIDNum", "")))
+        return call
+
+    async def _on_join(self, event: Message) -> None:
+        call = self._call(event)
+        if call is not None:
+            now = self._clock()
+            call.queue = str(event.get("Queue", ""))
+            call.first_queued = call.first_queued or now
+            call.last_joined = now
+
+    async def _on_connect(self, event: Message) -> None:
+        call = self._call(event)
+        if call is not None:
+            call.agent = str(event.get("MemberName", "") or event.get("Interface", "")) or None
+            try:
+                call.hold_seconds = float(str(event.get("HoldTime", "")))
+            except ValueError:
+                call.hold_seconds = None
+
+    async def _on_abandon(self, event: Message) -> None:
+        call = self._call(event)
+        if call is not None:
+            call.abandoned = True
+            try:
+                call.position = int(str(event.get("Position", "0")))
+            except ValueError:
+                pass
+
+    async def _on_hangup(self, event: Message) -> None:
+        uniqueid = str(event.get("Uniqueid", ""))
+        if str(event.get("Context", "")) not in INBOUND_CONTEXTS:
+            self._calls.pop(uniqueid, None)  # an agent leg, a test caller's half, ...
+            return
+        call = self._call(event)
+        if call is not None:
+            call.hung_up_at = self._clock()
+
+    async def check(self) -> int:
+        """Write the records ``finish`` did not write for calls hung up more than the grace ago."""
+        now = self._clock()
+        due = [u for u, c in self._calls.items()
+               if c.hung_up_at is not None and now - c.hung_up_at >= self.grace_seconds]
+        written = 0
+        for uniqueid in due:
+            call = self._calls.pop(uniqueid)
+            if await self._outcomes.get(uniqueid) is not None:
+                continue  # finish wrote it, as it should
+            context, ivr_ended = await self._states.take(uniqueid)
+            joined = call.queue is not None
+            variables: dict[str, str | None] = {
+                v.DONE: v.DONE_ROUTE if joined else None,
+                v.QUEUE_NAME: call.queue,
+                v.QUEUED_AT: f"{call.first_queued:.3f}" if call.first_queued else None,
+                v.STINT_AT: f"{call.last_joined:.3f}" if call.last_joined else None,
+                v.MEMBER_NAME: call.agent,
+                v.HOLD_TIME: f"{call.hold_seconds:.0f}" if call.hold_seconds is not None else None,
+                v.ABANDONED: "TRUE" if call.abandoned else None,
+            }
+            left = None
+            if call.abandoned and call.queue:
+                left = LeftQueue(call.queue, call.position, True, call.hung_up_at or now)
+            record = build_outcome(uniqueid, normalize_number(call.caller), context, ivr_ended, variables,
+                                   self._menu_name(), self._fallback_queue(), call.hung_up_at or now, left)
+            record.source = "ami"
+            if await self._outcomes.save(record):
+                written += 1
+                log.warning("call %s had no outcome from its hangup handler; written from AMI events: %s",
+                            uniqueid, record.disposition.value)
+        self.written += written
+        return written
+
+    async def run(self, interval: float = 2.0) -> None:
+        """Background task (owned by the app)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("outcome reconciliation round failed; trying again")
