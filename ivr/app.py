@@ -26,7 +26,7 @@ from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
 from ivr.reconcile import OutcomeWatchdog
-from ivr.services import LocalPbx, LocalRedis, PortInUse, local_ami_secret
+from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret
 from ivr.web import build_web_app
 from routing.agents import AgentSync
 from routing.aging import PriorityAger
@@ -39,6 +39,10 @@ from routing.router import Router
 from routing.rules import RoutingRules, load_rules
 
 log = logging.getLogger(__name__)
+
+
+class ReloadRefused(Exception):
+    """A reload that cannot be applied while running; the running version stays."""
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Hotline:
     _web_runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _owns_pbx: bool = False  # only what this process started is stopped by it
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)  # one publication at a time
+
+    @property
+    def admin_token(self) -> str:
+        return self.settings.admin_token or local_admin_token(self.settings.state_dir)
 
     @property
     def ami_secret(self) -> str:
@@ -158,9 +167,9 @@ class Hotline:
         self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds
         self.live.handle_times.default_seconds = self.rules.waiting.handle_seconds
         self.ager = PriorityAger(self.ami, self.live, self.current_rules, redis=self.redis)
-        self.callbacks = Callbacks(self.ami, self.redis, self.current_rules)
-        self.watchdog = OutcomeWatchdog(self.ami, self.outcomes, self.states, lambda: self.current_menu().name,
-                                        self.router.fallback_queue)
+        self.callbacks = Callbacks(self.ami, self.redis, self.current_rules, outcomes=self.outcomes)
+        self.watchdog = OutcomeWatchdog(self.ami, self.redis, self.outcomes, self.states,
+                                        lambda: self.current_menu().name, self.router.fallback_queue)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.watchdog.run(), name="outcome-reconciliation"))
         self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))
@@ -185,30 +194,39 @@ class Hotline:
         queues (QueueReload keeps waiting callers and members), and agents are re-applied with the
         memberships the rules dropped removed.
         """
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, object]:
         s = self.settings
         rules = load_rules(s.routing)
         menu = load_menu(s.menu, skills=rules.skills)
+        if self.rules is not None and rules.queue_of(rules.fallback_skill) != self.rules.queue_of(
+                self.rules.fallback_skill):
+            # The dialplan's queue of last resort is fixed when Asterisk starts (HOTLINE_DEFAULT_QUEUE).
+            raise ReloadRefused("the fallback skill's queue changed: that needs a restart")
         if s.build_prompts:
             await asyncio.to_thread(build_prompts, menu, s.built_prompts_dir)
         await asyncio.to_thread(write_asterisk_config, rules, s.state_dir / "asterisk")
-        self.rules, self.menu = rules, menu
-        if self.live is not None:
-            self.live.wrapup_seconds = rules.queue_settings.wrapup_seconds
-            self.live.handle_times.default_seconds = rules.waiting.handle_seconds
         if self.pbx is not None:
             await self.pbx.refresh()
         queues_reloaded = False
-        removed = applied = 0
         if self.ami is not None and self.ami.ready:
             reply = await self.ami.action(
                 {"Action": "QueueReload", "Members": "no", "Rules": "yes", "Parameters": "yes"}
             )
             queues_reloaded = bool(reply.success)
             if not queues_reloaded:
-                log.error("Asterisk did not reload its queues: %s", reply.get("Message", ""))
-            if self.agents is not None:
-                removed = await self.agents.remove_stale()
-                applied = await self.agents.apply()
+                raise ReloadRefused(f"Asterisk did not reload its queues: {reply.get('Message', '')}")
+        # Asterisk has the new queues: from here on, new calls get the new menu and rules.
+        self.rules, self.menu = rules, menu
+        if self.live is not None:
+            self.live.wrapup_seconds = rules.queue_settings.wrapup_seconds
+            self.live.handle_times.default_seconds = rules.waiting.handle_seconds
+        removed = applied = 0
+        if self.agents is not None and queues_reloaded:
+            removed = await self.agents.remove_stale()
+            applied = await self.agents.apply()
         log.info("reloaded: menu %s, rules %s (%d skills)", menu.name, rules.name, len(rules.skills))
         return {"menu": menu.name, "rules": rules.name, "skills": len(rules.skills),
                 "queues_reloaded": queues_reloaded, "memberships_applied": applied, "memberships_removed": removed}
@@ -217,10 +235,13 @@ class Hotline:
         if self.agi is not None:
             self.agi.refuse("hotline")
             await self.agi.drain(self.settings.drain_timeout, {"hotline"})
+        log.info("stopping: IVR sessions drained")
         if self.ami is not None:
             await self.ami.close()  # before Asterisk goes: its going is no reason to reconnect
+        log.info("stopping: AMI closed")
         if self.pbx is not None and stop_pbx and self._owns_pbx:
             await self.pbx.stop(purge=self.settings.pbx_ephemeral)
+            log.info("stopping: Asterisk stopped")
         if self.agi is not None:
             await self.agi.stop(drain_timeout=5.0)
         if self._web_runner is not None:

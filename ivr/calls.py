@@ -167,6 +167,8 @@ def build_outcome(
         if queued_at is not None:
             wait = max(0.0, round(ended_at - queued_at, 3))
         if disposition != Disposition.FAILED:
+            if left is not None and left.at < (stint_at or 0) - 1:
+                left = None  # an earlier stint's leaving, not where the caller gave up
             abandon_point = {"stage": "queue", "queue": (left.queue if left else None) or var(v.IN_QUEUE) or queue,
                              "position": left.position if left else None, "waited": wait}
     elif var(v.DONE) == v.DONE_HANGUP or ivr_ended == "self_served":
@@ -205,7 +207,8 @@ def build_outcome(
         survey_score=int(score) if (score := var(v.SURVEY_SCORE) or "") in ("1", "2", "3", "4", "5") else None,
         queue_status=status,
         announcements=[a for a in (var(v.ANNOUNCED) or "").split(";") if a],
-        callback={"id": callback_id, "result": "booked"} if callback_id else None,
+        queues=[q for q in (var(v.OVERFLOW_PATH) or "").split(">") if q] + ([queue] if queue else []),
+        callback={"id": callback_id, "result": "booked"} if disposition is Disposition.CALLBACK_BOOKED else None,
         abandon_point=abandon_point,
         started_at=call.started_at if call else None,
         queued_at=queued_at,
@@ -291,7 +294,8 @@ class CallHandlers:
             survey = decision.survey and menu.survey is not None
             await channel.set_variable(v.SURVEY, "1" if survey else "")
             announcing = decision.announce_after is not None and menu.waiting is not None
-            await channel.set_variable(v.ANNOUNCE, "1" if announcing else "")
+            # Between stints the wait AGI announces and takes the overflow steps after the first.
+            await channel.set_variable(v.ANNOUNCE, "1" if announcing or decision.more_overflow else "")
             await channel.set_variable(v.ANNOUNCE_EVERY, decision.announce_every)
             await channel.set_variable(v.STINT, decision.first_stint(announcing) or "")
             await channel.set_variable(v.RULE, "")

@@ -69,8 +69,12 @@ async def _serve(settings: Settings, me: str) -> int:
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
+        from ivr.app import ReloadRefused
+
         try:
             await hotline.reload()
+        except ReloadRefused as exc:
+            print(f"reload refused, the running version stays: {exc}", file=sys.stderr, flush=True)
         except ConfigError as exc:
             print(f"reload refused, the running version stays:\n{exc}", file=sys.stderr, flush=True)
         except Exception:
@@ -110,10 +114,18 @@ async def _reload(settings: Settings) -> int:
         return 1
     import aiohttp
 
+    from ivr.services import local_admin_token
+    from ivr.web import ADMIN_HEADER
+
     url = f"http://{settings.web_host}:{settings.web_port}/api/reload"
+    token = settings.admin_token or local_admin_token(settings.state_dir)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-            async with session.post(url) as response:
+            async with session.post(url, headers={ADMIN_HEADER: token}) as response:
+                if response.content_type != "application/json":
+                    print(f"the hotline at {url} answered {response.status}: {await response.text()}",
+                          file=sys.stderr)
+                    return 1
                 result = await response.json()
     except (aiohttp.ClientError, TimeoutError) as exc:
         print(f"no running hotline at {url}: {exc}", file=sys.stderr)

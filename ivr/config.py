@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_user: str = "hotline"
     ami_secret: str = ""  # empty with local_pbx: one is generated and kept in state_dir
+    admin_token: str = ""  # for POST /api/reload; empty: one is generated and kept in state_dir
 
     web_host: str = "127.0.0.1"
     web_port: int = 8080

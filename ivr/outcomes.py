@@ -66,6 +66,7 @@ class OutcomeRecord:
     talk_seconds: float | None = None
     fallback_reason: str | None = None
     overflow: str | None = None  # why the dialplan moved the caller on to the overflow queue
+    queues: list[str] = field(default_factory=list)  # every queue the caller waited in, in order
     escalation: list[str] = field(default_factory=list)  # why the priority was raised (repeat, urgent)
     survey_score: int | None = None  # 1-5, given after the agent hung up
     queue_status: str | None = None

@@ -16,6 +16,8 @@ import math
 import time
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
+
 from ivr import variables as v
 from ivr.agi.channel import Channel
 from ivr.menu.engine import PromptPaths
@@ -32,6 +34,7 @@ from routing.waiting import estimate_wait
 log = logging.getLogger(__name__)
 
 CALLBACK_KEY = "1"
+MAX_ANNOUNCED = 10  # announcements kept on the channel (and in the outcome): the last ones
 
 
 def _float(value: str | None) -> float | None:
@@ -61,14 +64,15 @@ class QueueHandlers:
         self._prompts = prompts
         self._clock = clock
 
-    async def _left(self, uniqueid: str, queue: str) -> LeftQueue | None:
-        """The caller's place when it left ``queue``: the AMI event may trail the AGI by a moment."""
+    async def _left(self, uniqueid: str, queue: str, stint_at: float) -> LeftQueue | None:
+        """The caller's place when it left ``queue`` in this stint: the AMI event may trail the
+        AGI by a moment, and an older leaving (an earlier stint) is not this one."""
         live = self._live()
         if live is None:
             return None
         for _ in range(10):
             left = live.left.get(uniqueid)
-            if left is not None and left.queue == queue and self._clock() - left.at < 30:
+            if left is not None and left.queue == queue and left.at >= stint_at - 1:
                 return left
             await asyncio.sleep(0.05)
         return None
@@ -76,7 +80,7 @@ class QueueHandlers:
     async def wait(self, channel: Channel) -> None:
         uniqueid = channel.env.uniqueid
         names = (v.IN_QUEUE, v.QUEUED_AT, v.PRIORITY, v.CUSTOMER_CLASS, v.SKILL, v.OVERFLOWED, v.QUEUE_TIMEOUT,
-                 v.WAIT_KEY, v.ANNOUNCED, v.LANGUAGE, v.MAX_PENALTY)
+                 v.WAIT_KEY, v.ANNOUNCED, v.LANGUAGE, v.MAX_PENALTY, v.STINT_AT, v.OVERFLOWED_AT, v.QUEUE_POSITION)
         values = {name: await channel.get_variable(name) for name in names}
         rules, menu = self._rules(), self._menu()
         queue = values[v.IN_QUEUE] or ""
@@ -92,34 +96,56 @@ class QueueHandlers:
         priority = max(base, aged_priority(base, waited, target, rules.aging.points_per_target)
                        if rules.aging.enabled else base)
         live = self._live()
-        left = await self._left(uniqueid, queue)
-        position = left.position if left and left.position > 0 else (
-            (live.ahead_of(queue, priority) + 1) if live else 1)
+        left = await self._left(uniqueid, queue, _float(values[v.STINT_AT]) or queued_at)
+        app_position = values[v.QUEUE_POSITION] or ""
+        if left is not None and left.position > 0:
+            position = left.position
+        elif app_position.isdigit() and int(app_position) > 0:
+            position = int(app_position)
+        else:
+            position = (live.ahead_of(queue, priority) + 1) if live else 1
         pressed = values[v.WAIT_KEY] == CALLBACK_KEY
         await channel.set_variable(v.WAIT_KEY, "")
 
-        overflowed = values[v.OVERFLOWED] == "1"
-        overflow_after = _float(values[v.QUEUE_TIMEOUT])
-        if not pressed and not overflowed and overflow_after and waited >= overflow_after - 1:
+        skill = rules.skills.get(values[v.SKILL] or "")
+        announcing = menu.waiting is not None and rules.waiting.announce_after > 0
+        taken_text = values[v.OVERFLOWED] or ""
+        taken = int(taken_text) if taken_text.isdigit() else 0
+        # The overflow steps still ahead, as (seconds waited, queue); the first is also the dialplan's own.
+        if taken_text == "fallback":  # the dialplan's queue of last resort: nowhere further to go
+            steps = []
+        elif skill is not None:
+            steps = [(float(s.after), rules.queue_of(s.to)) for s in skill.overflow if s.after is not None]
+        else:  # a skill the rules no longer have (published meanwhile): the one step the dialplan knows
+            first = _float(values[v.QUEUE_TIMEOUT])
+            steps = [(first, "")] if first else []
+        ahead = steps[taken:]
+        if not pressed and ahead and waited >= ahead[0][0] - 1:
+            if ahead[0][1]:
+                await channel.set_variable(v.OVERFLOW_QUEUE, ahead[0][1])
+            await channel.set_variable(v.STINT, self._stint(announcing, rules, ahead[1:], waited) or "")
             await channel.set_variable(v.WAIT_NEXT, v.WAIT_OVERFLOW)
             return
 
         language = values[v.LANGUAGE] or ""
         if language not in menu.languages:
             language = menu.default_language
-        skill = rules.skills.get(values[v.SKILL] or "")
         callbacks = self._callbacks()
         number = normalize_number(channel.env.caller_number)
         offer = (menu.waiting is not None and skill is not None and skill.callback and callbacks is not None
                  and callbacks.may_call(number))
         choice = CALLBACK_KEY if pressed else None
-        if choice is None and menu.waiting is not None:
+        # First in line with an agent free or ringing: an announcement now would only delay the answer.
+        next_up = position == 1 and live is not None and any(
+            a.state in ("available", "ringing") for a in live.outlook(queue))
+        if choice is None and menu.waiting is not None and announcing and not next_up:
             estimate = None
             if live is not None:
                 estimate = estimate_wait(position - 1, live.outlook(queue), live.handle_times.of(queue),
                                          rules.queue_settings.wrapup_seconds)
             told = f"pos={position}" + (f",wait={round(estimate)}" if estimate is not None else "")
-            await channel.set_variable(v.ANNOUNCED, ";".join(filter(None, [values[v.ANNOUNCED], told])))
+            history = [a for a in (values[v.ANNOUNCED] or "").split(";") if a][-(MAX_ANNOUNCED - 1):]
+            await channel.set_variable(v.ANNOUNCED, ";".join([*history, told]))
             choice = await self._announce(channel, menu.waiting, language, position, estimate, offer)
         if choice == CALLBACK_KEY and menu.waiting is not None:
             booked = await self._book(channel, callbacks if offer else None, number, queue, customer_class,
@@ -127,17 +153,26 @@ class QueueHandlers:
             if booked:
                 return
         # Back in line at the same place, with the priority aging gave the caller.
-        stint = rules.waiting.announce_every
-        if not overflowed and overflow_after:
-            stint = min(stint, max(1, math.ceil(overflow_after - waited)))
         await channel.set_variable(v.QUEUE_PRIO, priority)
         await channel.set_variable(v.REJOIN, position)
-        await channel.set_variable(v.STINT, stint)
-        widening = widening_state(rules, waited)
-        if widening is not None and not overflowed:
+        await channel.set_variable(v.STINT, self._stint(announcing, rules, ahead, waited) or "")
+        # Widening goes on from where the caller got to: since the first queueing, or since the overflow.
+        widening_since = _float(values[v.OVERFLOWED_AT]) if taken_text else queued_at
+        widening = widening_state(rules, now - (widening_since or now))
+        if widening is not None:
             await channel.set_variable(v.QUEUE_MAX_PENALTY, widening[0])
             await channel.set_variable(v.RULE, widening[1])
         await channel.set_variable(v.WAIT_NEXT, v.WAIT_QUEUE)
+
+    @staticmethod
+    def _stint(
+        announcing: bool, rules: RoutingRules, steps_ahead: list[tuple[float, str]], waited: float
+    ) -> int | None:
+        """Seconds of the next stint: to the next announcement or the next overflow step, if any."""
+        ends = [float(rules.waiting.announce_every)] if announcing else []
+        if steps_ahead:
+            ends.append(max(1.0, steps_ahead[0][0] - waited))
+        return math.ceil(min(ends)) if ends else None
 
     async def _announce(self, channel: Channel, waiting: Waiting, language: str, position: int,
                         estimate: float | None, offer: bool) -> str | None:
@@ -173,16 +208,23 @@ class QueueHandlers:
         """Book the callback and say so; False (and an apology) when it cannot be had."""
         waiting = self._menu().waiting
         assert waiting is not None
-        booking, callback_id = Booking.UNAVAILABLE, ""
-        if callbacks is not None:
+        booking, callback_id = Booking.UNAVAILABLE, new_callback_id()
+        skill = await channel.get_variable(v.SKILL) or ""
+        if callbacks is not None and queue:
+            # Said first: a caller who hangs up while the callback is being placed is a booking, not an
+            # abandon, and a controller lost now must not also put the caller back in line.
+            await channel.set_variable(v.CALLBACK, callback_id)
+            await channel.set_variable(v.WAIT_NEXT, v.WAIT_CALLBACK)
             booking, callback_id = await callbacks.book(Callback(
-                id=new_callback_id(), number=number, queue=queue, skill=await channel.get_variable(v.SKILL) or "",
+                id=callback_id, number=number, queue=queue, skill=skill,
                 customer_class=customer_class.value, base_priority=base, priority=priority, queued_at=queued_at,
                 position=position, language=language, origin_uniqueid=channel.env.uniqueid,
                 booked_at=self._clock(),
             ))
         if booking == Booking.UNAVAILABLE:
             log.info("call %s: callback not available for %s", channel.env.uniqueid, mask_number(number))
+            await channel.set_variable(v.CALLBACK, "")
+            await channel.set_variable(v.WAIT_NEXT, "")
             if waiting.callback_unavailable:
                 await channel.stream_file(self._prompts.path(waiting.callback_unavailable, language))
             return False
@@ -202,7 +244,10 @@ class QueueHandlers:
         answered = _float(await channel.get_variable("ANSWEREDTIME"))
         callback = None
         if callbacks is not None and callback_id:
-            callback = await callbacks.attempt_ended(callback_id, dial_status, agent, dialled_at)
+            try:
+                callback = await callbacks.attempt_ended(callback_id, dial_status, agent, dialled_at)
+            except (RedisError, OSError) as exc:  # the leg's record below is written all the same
+                log.warning("callback %s attempt not recorded: %s", callback_id, exc)
         now = self._clock()
         record = OutcomeRecord(
             uniqueid=channel.env.uniqueid,

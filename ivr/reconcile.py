@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from panoramisk.message import Message
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ivr import variables as v
 from ivr.calls import CallStates, build_outcome
 from ivr.outcomes import OutcomeStore
 from routing.ami import AmiClient
+from routing.callbacks import ORIGIN_KEY
 from routing.customers import normalize_number
 from routing.live import LeftQueue
 
@@ -51,6 +54,7 @@ class OutcomeWatchdog:
     def __init__(
         self,
         ami: AmiClient,
+        redis: Redis,
         outcomes: OutcomeStore,
         states: CallStates,
         menu_name: Callable[[], str],
@@ -59,6 +63,7 @@ class OutcomeWatchdog:
         grace_seconds: float = 15.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._redis = redis
         self._outcomes = outcomes
         self._states = states
         self._menu_name = menu_name
@@ -126,9 +131,15 @@ class OutcomeWatchdog:
                if c.hung_up_at is not None and now - c.hung_up_at >= self.grace_seconds]
         written = 0
         for uniqueid in due:
-            call = self._calls.pop(uniqueid)
-            if await self._outcomes.get(uniqueid) is not None:
-                continue  # finish wrote it, as it should
+            call = self._calls[uniqueid]
+            try:
+                if await self._outcomes.get(uniqueid) is not None:
+                    self._calls.pop(uniqueid, None)
+                    continue  # finish wrote it, as it should
+                booked = await self._redis.get(ORIGIN_KEY.format(uniqueid=uniqueid))
+            except (RedisError, OSError):
+                continue  # Redis is away: try again next round (the call stays in the list)
+            self._calls.pop(uniqueid, None)
             context, ivr_ended = await self._states.take(uniqueid)
             joined = call.queue is not None
             variables: dict[str, str | None] = {
@@ -140,6 +151,9 @@ class OutcomeWatchdog:
                 v.HOLD_TIME: f"{call.hold_seconds:.0f}" if call.hold_seconds is not None else None,
                 v.ABANDONED: "TRUE" if call.abandoned else None,
             }
+            if booked:  # the caller left the queue for a callback that holds their place
+                variables[v.CALLBACK] = booked.decode() if isinstance(booked, bytes) else str(booked)
+                variables[v.WAIT_NEXT] = v.WAIT_CALLBACK
             left = None
             if call.abandoned and call.queue:
                 left = LeftQueue(call.queue, call.position, True, call.hung_up_at or now)

@@ -159,9 +159,19 @@ class LocalPbx:
         return await asyncio.to_thread(self._run, "rx", self.name, command, timeout=30)
 
 
+def local_admin_token(state_dir: Path) -> str:
+    """The token that admin HTTP actions (publishing a reload) need: generated once, kept private
+    in the state folder, where `hotline reload` on the same machine reads it."""
+    return _local_secret(state_dir / "admin-token")
+
+
 def local_ami_secret(state_dir: Path) -> str:
     """The AMI secret of the local PBX: generated once, kept private in the state folder."""
-    path = state_dir / "ami-secret"
+    return _local_secret(state_dir / "ami-secret")
+
+
+def _local_secret(path: Path) -> str:
+    state_dir = path.parent
     if path.exists():
         return path.read_text().strip()
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ SURVEY = "HOTLINE_SURVEY"  # "1": run the survey AGI when the agent hangs up
 SURVEY_SCORE = "HOTLINE_SURVEY_SCORE"  # the caller's 1-5
 LANGUAGE = "CHANNEL(language)"
 # Waiting in the queue (the dialplan's stint loop, the wait AGI).
-ANNOUNCE = "HOTLINE_ANNOUNCE"  # "1": the wait AGI runs between stints
+ANNOUNCE = "HOTLINE_ANNOUNCE"  # "1": the wait AGI runs between stints (announcements, later overflow steps)
 ANNOUNCE_EVERY = "HOTLINE_ANNOUNCE_EVERY"  # stint length after an overflow
 STINT = "HOTLINE_STINT"  # seconds of the next Queue() stint (empty: until answered)
 REJOIN = "HOTLINE_REJOIN"  # position to rejoin at (Queue's position argument)
@@ -38,7 +38,10 @@ QUEUED_AT = "HOTLINE_QUEUED_AT"  # epoch seconds when the caller last joined a q
 QUEUE_LEFT = "HOTLINE_QUEUE_LEFT"  # epoch seconds when Queue() returned (the agent hung up)
 MAX_PENALTY = "HOTLINE_MAX_PENALTY"  # initial QUEUE_MAX_PENALTY: level-1 agents first, then widening
 IN_QUEUE = "HOTLINE_IN_QUEUE"  # the queue of the current stint (the target, or the overflow queue)
-OVERFLOWED = "HOTLINE_OVERFLOWED"  # "1" once the caller moved on to the overflow queue
+OVERFLOWED = "HOTLINE_OVERFLOWED"  # how many overflow steps the caller took (empty: none)
+OVERFLOW_PATH = "HOTLINE_OVERFLOW_PATH"  # the queues left for an overflow, "a>b>"
+OVERFLOWED_AT = "HOTLINE_OVERFLOWED_AT"  # epoch seconds of the last overflow (widening starts again there)
+QUEUE_POSITION = "QUEUEPOSITION"  # app_queue: the caller's position when it left the queue
 STINT_AT = "HOTLINE_STINT_AT"  # epoch seconds when the current stint began (answered = this + QEHOLDTIME)
 # Callback legs (extensions.conf hotline-callback-dial).
 CALLBACK_AGENT = "CB_AGENT"
@@ -75,6 +78,7 @@ FINISH_VARIABLES = (
     ANNOUNCED,
     CALLBACK,
     WAIT_NEXT,
+    OVERFLOW_PATH,
 )
 
 # Queue statuses after which the caller was never connected because of the queue itself.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import html
 import time
 from dataclasses import asdict
@@ -99,14 +100,24 @@ async def live(request: web.Request) -> web.Response:
     })
 
 
+ADMIN_HEADER = "X-Hotline-Admin"
+
+
 async def reload(request: web.Request) -> web.Response:
-    """Publish the edited routing rules and menu (what `hotline reload` and SIGHUP do)."""
+    """Publish the edited routing rules and menu (what `hotline reload` and SIGHUP do). Needs the
+    admin token in a header: a browser page elsewhere cannot send one without CORS consent."""
+    from ivr.app import ReloadRefused
     from ivr.yamldoc import ConfigError
 
+    hotline = _hotline(request)
+    if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), hotline.admin_token):
+        raise web.HTTPForbidden(text=f"{ADMIN_HEADER} header missing or wrong")
     try:
-        result = await _hotline(request).reload()
+        result = await hotline.reload()
     except ConfigError as exc:
         return web.json_response({"ok": False, "problems": [str(p) for p in exc.problems]}, status=422)
+    except ReloadRefused as exc:
+        return web.json_response({"ok": False, "problems": [str(exc)]}, status=422)
     return web.json_response({"ok": True, **result})
 
 

@@ -183,9 +183,19 @@ class AmiClient:
         self._closed = True
         self.state = ConnectionState.CLOSED
         self._drop_connection()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck = set(self._tasks)
+        # A handler's library may swallow one cancellation (the dispatcher then waits for the next
+        # event, forever): cancel again until the tasks end, within a bound.
+        for _ in range(5):
+            if not stuck:
+                break
+            for task in stuck:
+                task.cancel()
+            _, stuck = await asyncio.wait(stuck, timeout=1.0)
+        if stuck:
+            for task in stuck:
+                frames = "; ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack())
+                log.error("AMI task %s did not stop when cancelled (at %s)", task.get_name(), frames)
         self._tasks = []
 
     def _drop_connection(self) -> None:

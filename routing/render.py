@@ -31,6 +31,8 @@ def _queue_section(name: str, skill: Skill, rules: RoutingRules) -> list[str]:
         # Asterisk's own SL counter uses one threshold per queue: the public's (most callers). Per-class
         # targets drive aging; per-class measurement is the controller's, from outcome records.
         f"servicelevel = {rules.class_rule(CustomerClass.PUBLIC).service_level.seconds}",
+        # A stint's end (announcements) never cuts off an agent who is already being rung.
+        "timeoutpriority = conf",
         "setinterfacevar = yes",
         "setqueueentryvar = yes",
         "setqueuevar = yes",

@@ -72,6 +72,7 @@ class RouteDecision:
     announce_after: int | None = None  # first position/wait announcement (None: no announcements)
     announce_every: int = 60
     callback: bool = False  # the caller may ask for a callback that keeps their place
+    more_overflow: bool = False  # overflow steps after the first: the controller takes them between stints
 
     def first_stint(self, announcing: bool) -> int | None:
         """Seconds of the first Queue() run: until the first announcement or the overflow."""
@@ -160,14 +161,15 @@ class Router:
             skill = rules.fallback_skill
         target = rules.skills[skill]
         overflow_queue = overflow_after = None
-        for step in target.overflow:
-            overflow_queue = rules.queue_of(step.to)
-            overflow_after = step.after
+        if target.overflow:  # the first step; the wait AGI takes the later ones (ivr/queueing.py)
+            overflow_queue = rules.queue_of(target.overflow[0].to)
+            overflow_after = target.overflow[0].after
         return RouteDecision(skill, target.queue, self.priority(customer_class, escalation), overflow_queue,
                              overflow_after, survey=target.survey and not switches.outage,
                              max_penalty=0 if rules.penalty_widening else None,
                              announce_after=rules.waiting.announce_after or None,
-                             announce_every=rules.waiting.announce_every, callback=target.callback)
+                             announce_every=rules.waiting.announce_every, callback=target.callback,
+                             more_overflow=len(target.overflow) > 1)
 
     def fallback_queue(self) -> str:
         rules = self._rules()

@@ -57,7 +57,9 @@ class OverflowStep(_Strict):
 
 class Skill(_Strict):
     queue: QueueName
-    overflow: list[OverflowStep] = Field(default_factory=list, max_length=1)
+    overflow: list[OverflowStep] = Field(
+        default_factory=list, max_length=4, description="steps in order: after N s (increasing), or no_agents alone"
+    )
     survey: bool = Field(False, description="ask for a 1-5 score after the agent hangs up")
     callback: bool = Field(False, description="waiting callers may press 1 to be called back in their place")
 
@@ -234,6 +236,11 @@ def check_rules(rules: RoutingRules) -> list[tuple[tuple[str | int, ...], str]]:
             owner = queues[skill.queue]
             problems.append((("skills", name, "queue"), f"queue {skill.queue!r} is also skill {owner!r}'s"))
         queues[skill.queue] = name
+        afters = [step.after for step in skill.overflow if step.after is not None]
+        if any(step.when for step in skill.overflow) and len(skill.overflow) > 1:
+            problems.append((("skills", name, "overflow"), "when: no_agents must be the skill's only overflow step"))
+        elif afters != sorted(set(afters)):
+            problems.append((("skills", name, "overflow"), "overflow steps need increasing 'after' times"))
         for i, step in enumerate(skill.overflow):
             if step.to not in rules.skills:
                 problems.append((("skills", name, "overflow", i, "to"), f"unknown skill {step.to!r}"))

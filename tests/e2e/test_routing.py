@@ -48,6 +48,22 @@ async def test_overflow_after_the_configured_wait(hotline: Hotline, calls: Calls
     assert (record.skill, record.overflow, record.queue) == ("billing", "TIMEOUT", "hotline-general")
 
 
+async def test_overflow_steps_are_taken_in_turn(hotline: Hotline, calls: Calls, fixtures_dir) -> None:
+    sample_menu, sample_rules = hotline.menu, hotline.rules
+    hotline.menu = load_menu(fixtures_dir / "menus" / "one-queue.yaml")
+    hotline.rules = load_rules(fixtures_dir / "routing-two-step-overflow.yaml")
+    try:
+        uniqueid = await calls.dial(wait=0.5, hold=10)
+        await calls.wait_in_queue("hotline-billing", uniqueid, timeout=15)
+        await calls.wait_in_queue("hotline-fallback", uniqueid, timeout=15)
+    finally:
+        hotline.menu, hotline.rules = sample_menu, sample_rules
+    record = await calls.outcome(uniqueid)
+    assert record.queues == ["hotline-general", "hotline-billing", "hotline-fallback"], record
+    assert (record.overflow, record.queue) == ("TIMEOUT", "hotline-fallback")
+    assert record.wait_seconds is not None and record.wait_seconds > 8  # counted from the first queue
+
+
 async def test_closed_switch_plays_the_closed_branch(hotline: Hotline, calls: Calls) -> None:
     env = {**os.environ, "HOTLINE_REDIS_PORT": str(hotline.settings.redis_port)}
 

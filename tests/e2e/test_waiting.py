@@ -3,6 +3,7 @@ callbacks that keep the caller's place, wait for a free agent and dial the custo
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from ivr.menu.loader import load_menu
 from ivr.outcomes import Disposition, OutcomeRecord
 from routing.ami import AmiError
 from routing.callbacks import NUMBER_KEY, Callback, CallbackStatus
-from routing.rules import load_rules
+from routing.rules import load_rules, parse_rules_text
 from tests.e2e.conftest import Calls
 
 pytestmark = pytest.mark.e2e
@@ -135,6 +136,10 @@ async def test_a_callback_keeps_its_place_and_is_dialled_once_an_agent_is_free(
     assert done.attempts == 1 and done.results == ["ANSWER"] and done.agent == "agent-cb"
     assert leg.disposition is Disposition.ANSWERED and leg.callback is not None
     assert leg.callback["of"] == caller and leg.agent == "agent-cb"
+    assert leg.talk_seconds is not None and 2 <= leg.talk_seconds <= 5  # the test customer talks 3 s
+    # The leg's wait runs from the caller's first queueing to the dial: the busy agent's call and more.
+    assert leg.wait_seconds is not None and leg.queued_at is not None
+    assert leg.wait_seconds >= agent_free_at - leg.queued_at - 1
     # The patient caller behind was answered after the callback.
     assert patient_record.answered_at is not None and patient_record.answered_at > dialled[0]
     assert patient_record.agent == "agent-cb"
@@ -183,5 +188,25 @@ async def test_position_and_wait_are_said_in_the_callers_language(
     root = subprocess.run([str(PBX), "root"], capture_output=True, text=True, check=True).stdout.strip()
     console = Path(root + hotline.pbx.instance_dir()) / "log" / "console.log"
     log = console.read_text(errors="replace")
-    assert "digits/1" in log and "language 'zh'" in log
-    assert "File digits/1 does not exist" not in log
+    # SAY NUMBER played the synthesized Mandarin digit, not Asterisk's English one.
+    assert re.search(r"Playing 'digits/1\.\w+' \(language 'zh'\)", log), log[-3000:]
+    assert "does not exist" not in log
+
+
+async def test_a_callback_that_cannot_be_had_puts_the_caller_back_untimed(
+    hotline: Hotline, calls: Calls, fixtures_dir: Path
+) -> None:
+    """No announcements, and a number that may not be called back: pressing 1 gets an apology and
+    the caller waits on in the same queue, neither overflowed nor hung up on."""
+    sample_menu, sample_rules = hotline.menu, hotline.rules
+    hotline.menu = load_menu(fixtures_dir / "menus" / "one-queue-waiting.yaml")
+    quiet = (fixtures_dir / "routing-callbacks.yaml").read_text().replace("announce_after: 2", "announce_after: 0")
+    hotline.rules = parse_rules_text(quiet)
+    try:
+        uniqueid = await calls.dial(number="12", keys="1", wait=3, hold=40)  # "12": not a number to call
+        record = await calls.outcome(uniqueid, timeout=90)
+    finally:
+        hotline.menu, hotline.rules = sample_menu, sample_rules
+    assert record.disposition is Disposition.ABANDONED_QUEUE, record
+    assert record.queues == ["hotline-general"] and record.callback is None
+    assert record.wait_seconds is not None and record.wait_seconds > 35  # waited until the caller hung up

@@ -232,3 +232,15 @@ async def test_one_controller_ages_and_another_takes_over_when_it_stops(redis: R
     await first.release()
     assert await second._hold_lease(2.0) and not await first._hold_lease(2.0)
     assert 0 < await redis.pttl("hotline:leader:aging") <= 6000  # expires if its holder dies
+
+
+def test_overflow_steps_increase_and_no_agents_stands_alone() -> None:
+    one = "overflow: [{after: 60, to: general}]"
+    steps = BASE.replace(one, "overflow: [{after: 60, to: general}, {after: 30, to: fallback}]")
+    assert any("increasing 'after'" in p for p in problems(steps))
+    mixed = BASE.replace(one, "overflow: [{when: no_agents, to: general}, {after: 30, to: fallback}]")
+    assert any("only overflow step" in p for p in problems(mixed))
+    fine = parse_rules_text(BASE.replace("overflow: [{after: 60, to: general}]",
+                                         "overflow: [{after: 30, to: general}, {after: 60, to: fallback}]"))
+    decision = Router(lambda: fine, None).decide("billing", CustomerClass.PUBLIC, Escalation())  # type: ignore[arg-type]
+    assert (decision.overflow_queue, decision.overflow_after, decision.more_overflow) == ("q-general", 30, True)
