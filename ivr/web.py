@@ -121,6 +121,14 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **result})
 
 
+async def speech(request: web.Request) -> web.Response:
+    """Speech models and recognition metrics per listen node (attempts, no match, fallbacks, latency)."""
+    hotline = _hotline(request)
+    if hotline.speech is None:
+        raise web.HTTPServiceUnavailable(text="speech not ready")
+    return web.json_response(hotline.speech.snapshot())
+
+
 def build_web_app(hotline: Hotline) -> web.Application:
     app = web.Application()
     app[HOTLINE_KEY] = hotline
@@ -128,5 +136,6 @@ def build_web_app(hotline: Hotline) -> web.Application:
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/api/live", live)
     app.router.add_post("/api/reload", reload)
+    app.router.add_get("/api/speech", speech)
     app.router.add_get("/", calls)
     return app

@@ -11,9 +11,9 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ivr.agi.channel import DTMF_DIGITS
+from ivr.agi.channel import DTMF_DIGITS, RecordResult
 from ivr.menu.graph import fallback_of
 from ivr.menu.schema import (
     BranchNode,
@@ -22,12 +22,17 @@ from ivr.menu.schema import (
     GotoNode,
     HangupNode,
     InputNode,
+    Intent,
     LanguageNode,
+    ListenNode,
     Menu,
     MenuNode,
     PlayNode,
     RouteNode,
 )
+
+if TYPE_CHECKING:
+    from ivr.speech.listen import SpeechService
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ class Voice(Protocol):
     async def stream_file(self, path: str, escape_digits: str = "") -> str | None: ...
     async def wait_for_digit(self, timeout_ms: int) -> str | None: ...
     async def set_variable(self, name: str, value: str | int) -> None: ...
+    async def record_file(
+        self, path: str, file_format: str = "wav", escape_digits: str = "#", *, timeout_ms: int = 10000,
+        silence_seconds: int | None = 2, beep: bool = False,
+    ) -> RecordResult: ...
 
 
 class PromptPaths(Protocol):
@@ -101,8 +110,11 @@ class MenuEngine:
         *,
         is_open: Callable[[], bool] = lambda: True,
         on_step: Callable[[CallContext], Awaitable[None]] | None = None,
+        speech: SpeechService | None = None,
     ) -> None:
         self.menu = menu
+        self._speech = speech
+        self._listen_nodes: dict[str, ListenNode] = {}  # menus with speech, as listen nodes
         self._prompts = prompts
         self._is_open = is_open  # business hours and the closed switch: the routing rules' call
         self._on_step = on_step
@@ -143,13 +155,40 @@ class MenuEngine:
 
     # -- node types ------------------------------------------------------------------------
 
+    async def _ask_or_hear(self, voice: Voice, call: CallContext, node_id: str, node: MenuNode) -> str | None:
+        """A menu with ``speech``: after the prompt the caller may say an option instead of pressing
+        it. Without usable speech for this call it is a plain DTMF menu."""
+        speech = self._speech
+        if node.speech is None or speech is None or not speech.available(call.language) or call.typeahead:
+            return await self._ask(voice, call, node.prompt, node.timeout)
+        digit = await voice.stream_file(self._prompt(node.prompt, call), ALL_KEYS)
+        if digit is not None:
+            return digit
+        listen = self._listen_nodes.get(node_id)
+        if listen is None:
+            listen = self._listen_nodes[node_id] = ListenNode(
+                type="listen", prompt=node.prompt, fallback=node_id, max_seconds=int(node.timeout) + 3,
+                intents={f"option_{i}": Intent(phrases=phrases, goto=node.options[key], key=key)
+                         for i, (key, phrases) in enumerate(node.speech.items())},
+            )
+        heard = await speech.listen(voice, call.uniqueid, node_id, listen, call.language, ALL_KEYS)
+        if heard.key is not None:
+            return heard.key
+        if heard.intent is not None:
+            key = listen.intents[heard.intent].key
+            call.inputs[f"{node_id}_said"] = f"{key}:{heard.confidence:.2f}"
+            return key
+        if heard.unavailable is not None:  # this time by DTMF
+            return await voice.wait_for_digit(int(node.timeout * 1000))
+        return None  # no match: counts as no input (the menu's reprompt and retries)
+
     async def _menu(self, voice: Voice, call: CallContext, node_id: str, node: MenuNode) -> str:
         if not call.menu_stack or call.menu_stack[-1] != node_id:
             call.menu_stack.append(node_id)
         pending: str | None = None
         failure = "no_input"
         for attempt in range(node.retries):
-            digit = pending if pending is not None else await self._ask(voice, call, node.prompt, node.timeout)
+            digit = pending if pending is not None else await self._ask_or_hear(voice, call, node_id, node)
             pending = None
             if digit is not None and digit in node.options:
                 call.fallback_reason = None
@@ -219,6 +258,43 @@ class MenuEngine:
             call.typeahead = digit
         return self._require(node.next, node_id)
 
+    async def _listen(self, voice: Voice, call: CallContext, node_id: str, node: ListenNode) -> str:
+        """Ask, and let the caller say it (or press an intent's key at any time). No match after the
+        retries, or no speech for this language/this moment: the DTMF fallback, never silence."""
+        keys = {intent.key: intent.goto for intent in node.intents.values() if intent.key is not None}
+        escape = "".join(keys)
+        speech = self._speech
+        if speech is None or not speech.available(call.language):
+            call.inputs[node_id] = "speech_unavailable"
+            if speech is not None:
+                speech.count_fallback(node_id)
+            return node.fallback
+        for attempt in range(node.retries + 1):
+            prompt = node.prompt if attempt == 0 else (node.no_match_prompt or node.prompt)
+            digit = await voice.stream_file(self._prompt(prompt, call), escape)
+            if digit in keys:
+                call.inputs[node_id] = f"key:{digit}"
+                return keys[digit]
+            heard = await speech.listen(voice, call.uniqueid, node_id, node, call.language, escape)
+            if heard.key in keys:
+                call.inputs[node_id] = f"key:{heard.key}"
+                return keys[heard.key]
+            if heard.unavailable is not None:
+                log.warning("call %s: speech at %s unavailable (%s); DTMF instead", call.uniqueid, node_id,
+                            heard.unavailable)
+                call.inputs[node_id] = "speech_unavailable"
+                speech.count_fallback(node_id)
+                return node.fallback
+            if heard.intent is not None:
+                call.inputs[node_id] = f"said:{heard.intent}:{heard.confidence:.2f}"
+                call.variables[node_id] = heard.intent
+                if heard.recording:
+                    call.inputs[f"{node_id}_recording"] = heard.recording
+                return node.intents[heard.intent].goto
+        call.inputs[node_id] = "no_match"
+        speech.count_fallback(node_id)
+        return node.fallback
+
     @staticmethod
     def _require(target: str | None, node_id: str) -> str:
         if target is None:
@@ -249,6 +325,8 @@ class MenuEngine:
                 node_id = await self._input(voice, call, node_id, node)
             elif isinstance(node, LanguageNode):
                 node_id = await self._language(voice, call, node_id, node)
+            elif isinstance(node, ListenNode):
+                node_id = await self._listen(voice, call, node_id, node)
             elif isinstance(node, BranchNode):
                 node_id = next((c.goto for c in node.cases if self._holds(c.when, call)), node.default)
             elif isinstance(node, GotoNode):

@@ -11,6 +11,7 @@ from ivr.menu.schema import (
     HangupNode,
     InputNode,
     LanguageNode,
+    ListenNode,
     Menu,
     MenuNode,
     PlayNode,
@@ -43,6 +44,10 @@ def edges(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str
     elif isinstance(node, (PlayNode, LanguageNode)):
         if node.next:
             yield (*base, "next"), node.next
+    elif isinstance(node, ListenNode):
+        for name, intent in node.intents.items():
+            yield (*base, "intents", name, "goto"), intent.goto
+        yield (*base, "fallback"), node.fallback
     elif isinstance(node, BranchNode):
         for i, case in enumerate(node.cases):
             yield (*base, "cases", i, "goto"), case.goto
@@ -63,7 +68,7 @@ def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...
         for i, prompt in enumerate(node.prompts):
             yield (*base, "prompts", i), prompt
         return
-    for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce"):
+    for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce", "no_match_prompt"):
         value = getattr(node, field, None)
         if value:
             yield (*base, field), value
@@ -118,6 +123,17 @@ def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Probl
             problems.append((("nodes", nid), f"{node.type} node {nid!r} has no fallback (nor defaults.fallback)"))
         if isinstance(node, RouteNode) and skills is not None and node.skill not in skills:
             problems.append((("nodes", nid, "skill"), f"route to unknown skill {node.skill!r}"))
+        if isinstance(node, MenuNode) and node.speech is not None:
+            for key, phrases in node.speech.items():
+                missing = [lang for lang in menu.languages if not phrases.get(lang)]
+                if missing:
+                    problems.append((("nodes", nid, "speech", key), f"no phrases for {', '.join(missing)}"))
+        if isinstance(node, ListenNode):
+            for name, intent in node.intents.items():
+                missing = [lang for lang in menu.languages if not intent.phrases.get(lang)]
+                if missing:
+                    problems.append((("nodes", nid, "intents", name, "phrases"),
+                                     f"intent {name!r} has no phrases for {', '.join(missing)}"))
         if isinstance(node, LanguageNode):
             for key, language in node.options.items():
                 if language not in menu.languages:

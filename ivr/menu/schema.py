@@ -45,6 +45,16 @@ class MenuNode(_Strict):
     invalid_prompt: PromptId | None = None
     no_input_prompt: PromptId | None = None
     fallback: NodeId | None = None
+    speech: dict[DtmfKey, dict[Language, list[Annotated[str, Field(min_length=1, max_length=80)]]]] | None = Field(
+        None, description="phrases per option key: the caller may say the option instead of pressing it"
+    )
+
+    @model_validator(mode="after")
+    def _speech_keys_are_options(self) -> MenuNode:
+        unknown = sorted(set(self.speech or {}) - set(self.options))
+        if unknown:
+            raise ValueError(f"speech for keys that are not options: {', '.join(unknown)}")
+        return self
 
 
 class PlayNode(_Strict):
@@ -148,17 +158,48 @@ class LanguageNode(_Strict):
     next: NodeId | None = None
 
 
+class Intent(_Strict):
+    """What a caller may say (phrases per language) and where it leads; ``key`` is the DTMF
+    equivalent, accepted at any time (barge-in during the prompt, or instead of speaking)."""
+
+    phrases: dict[Language, list[Annotated[str, Field(min_length=1, max_length=80)]]] = Field(min_length=1)
+    goto: NodeId
+    key: DtmfKey | None = None
+
+
+class ListenNode(_Strict):
+    """Ask, record the answer and recognise it offline (Vosk) against the intents' phrases."""
+
+    type: Literal["listen"]
+    prompt: PromptId
+    intents: dict[VariableName, Intent] = Field(min_length=1)
+    threshold: float = Field(0.75, ge=0, le=1, description="the weakest recognised word's confidence needed")
+    max_seconds: int = Field(8, ge=1, le=30, description="longest answer recorded")
+    silence_seconds: int = Field(2, ge=1, le=5, description="silence that ends the answer")
+    retries: int = Field(2, ge=0, le=5, description="reprompts after no match, before the DTMF fallback")
+    no_match_prompt: PromptId | None = None
+    fallback: NodeId = Field(description="the DTMF menu: after the retries, or whenever speech is unavailable")
+    keep_recording: bool = Field(False, description="keep the caller's audio (else deleted after recognition)")
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> ListenNode:
+        keys = [i.key for i in self.intents.values() if i.key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValueError("two intents share a key")
+        return self
+
+
 class HangupNode(_Strict):
     type: Literal["hangup"]
     prompt: PromptId | None = None
 
 
 Node = Annotated[
-    MenuNode | PlayNode | InputNode | BranchNode | RouteNode | GotoNode | LanguageNode | HangupNode,
+    MenuNode | PlayNode | InputNode | BranchNode | RouteNode | GotoNode | LanguageNode | HangupNode | ListenNode,
     Field(discriminator="type"),
 ]
 
-INPUT_NODES = (MenuNode, InputNode, LanguageNode)
+INPUT_NODES = (MenuNode, InputNode, LanguageNode, ListenNode)
 
 class Defaults(_Strict):
     invalid_prompt: PromptId | None = None

@@ -1,0 +1,145 @@
+"""Capturing a caller's answer and turning it into an intent: the ``listen`` node's machinery.
+
+FastAGI carries no audio, so the answer is recorded by Asterisk (``RECORD FILE`` with silence
+detection and a length cap) into a spool folder both sides see: Asterisk by its own path (inside
+the chroot, or a docker volume), the controller by the host path of the same folder. The file is
+recognised against the node's phrases and deleted unless the node keeps recordings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ivr.agi.channel import RecordResult
+from ivr.menu.schema import ListenNode
+from ivr.speech.recognizer import SpeechEngine, SpeechUnavailable
+
+log = logging.getLogger(__name__)
+
+WAV_HEADER_BYTES = 44
+
+
+class Recorder(Protocol):
+    async def record_file(
+        self, path: str, file_format: str = "wav", escape_digits: str = "#", *, timeout_ms: int = 10000,
+        silence_seconds: int | None = 2, beep: bool = False,
+    ) -> RecordResult: ...
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """One folder seen from both sides."""
+
+    asterisk_dir: str  # as Asterisk writes it
+    host_dir: Path  # as the controller reads it
+
+
+@dataclass(frozen=True)
+class Heard:
+    intent: str | None = None
+    key: str | None = None  # a DTMF key pressed instead of speaking
+    text: str = ""
+    confidence: float = 0.0
+    unavailable: str | None = None  # why speech cannot be used for this call (DTMF then)
+    recording: str | None = None  # kept recording (keep_recording), host path
+
+
+@dataclass
+class NodeMetrics:
+    attempts: int = 0
+    matches: int = 0
+    no_match: int = 0
+    keys: int = 0
+    fallbacks: int = 0  # sent to the DTMF fallback (no match after retries, or speech unavailable)
+    errors: int = 0
+    recognitions: int = 0
+    latency_total: float = 0.0
+    latency_max: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        data: dict[str, float] = asdict(self)
+        data["latency_mean"] = round(self.latency_total / self.recognitions, 4) if self.recognitions else 0.0
+        return data
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", text)[:64]
+
+
+@dataclass
+class SpeechService:
+    engine: SpeechEngine
+    recordings: Recordings
+    metrics: dict[str, NodeMetrics] = field(default_factory=dict)
+
+    def available(self, language: str) -> bool:
+        return self.engine.available(language)
+
+    def count_fallback(self, node_id: str) -> None:
+        self.metrics.setdefault(node_id, NodeMetrics()).fallbacks += 1
+
+    async def listen(self, recorder: Recorder, uniqueid: str, node_id: str, node: ListenNode, language: str,
+                     escape_digits: str) -> Heard:
+        """Record one answer and match it to an intent. A caller hanging up surfaces as ChannelHangup."""
+        metrics = self.metrics.setdefault(node_id, NodeMetrics())
+        metrics.attempts += 1
+        name = f"{_safe(uniqueid)}-{_safe(node_id)}-{uuid.uuid4().hex[:8]}"
+        audio = self.recordings.host_dir / f"{name}.wav"
+        keep = False
+        try:
+            self.recordings.host_dir.mkdir(parents=True, exist_ok=True)
+            result = await recorder.record_file(
+                f"{self.recordings.asterisk_dir.rstrip('/')}/{name}", "wav", escape_digits,
+                timeout_ms=node.max_seconds * 1000, silence_seconds=node.silence_seconds,
+            )
+            if result.digit:
+                metrics.keys += 1
+                return Heard(key=result.digit)
+            if result.ended_by == "writefile":  # Asterisk could not write: disk full, folder gone
+                metrics.errors += 1
+                return Heard(unavailable="recording could not be written")
+            if not audio.exists() or audio.stat().st_size <= WAV_HEADER_BYTES:
+                metrics.no_match += 1
+                return Heard()  # nothing recorded (silence only, or the file is missing)
+            phrases = sorted({p for intent in node.intents.values() for p in intent.phrases.get(language, [])})
+            try:
+                recognition = await self.engine.recognize(audio, language, phrases)
+            except SpeechUnavailable as exc:
+                metrics.errors += 1
+                return Heard(unavailable=str(exc))
+            metrics.recognitions += 1
+            metrics.latency_total += recognition.seconds
+            metrics.latency_max = max(metrics.latency_max, recognition.seconds)
+            said = _normalize(recognition.text)
+            keep = node.keep_recording
+            kept = str(audio) if keep else None
+            if recognition.confidence >= node.threshold:
+                for intent_name, intent in node.intents.items():
+                    if said in {_normalize(p) for p in intent.phrases.get(language, [])}:
+                        metrics.matches += 1
+                        return Heard(intent=intent_name, text=recognition.text,
+                                     confidence=recognition.confidence, recording=kept)
+            metrics.no_match += 1
+            return Heard(text=recognition.text, confidence=recognition.confidence, recording=kept)
+        except OSError as exc:
+            metrics.errors += 1
+            return Heard(unavailable=f"recording folder unusable: {exc}")
+        finally:
+            if not keep:
+                audio.unlink(missing_ok=True)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "models": self.engine.status(),
+            "breaker_open": self.engine.breaker.open,
+            "nodes": {node: m.as_dict() for node, m in self.metrics.items()},
+        }

