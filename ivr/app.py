@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from ivr.agi.server import FastAgiServer
 from ivr.calls import CallHandlers, CallStates
-from ivr.config import Settings
+from ivr.config import Settings, SettingsProblem
 from ivr.menu.engine import MenuEngine
 from ivr.menu.loader import load_menu
 from ivr.menu.schema import Menu
@@ -26,6 +26,7 @@ from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
 from ivr.reconcile import OutcomeWatchdog
+from ivr.selfservice import RedisAccounts
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret
 from ivr.speech.listen import Recordings, SpeechService
 from ivr.speech.recognizer import SpeechEngine
@@ -83,6 +84,9 @@ class Hotline:
     def _recordings(self) -> Recordings:
         """The callers' answers' folder, as Asterisk writes it and as we read it."""
         s = self.settings
+        if (s.recordings_dir is None) != (not s.asterisk_recordings_dir):
+            raise SettingsProblem("recordings_dir and asterisk_recordings_dir name one folder from both "
+                                  "sides: set both or neither")
         if s.recordings_dir is not None and s.asterisk_recordings_dir:
             return Recordings(s.asterisk_recordings_dir, s.recordings_dir)
         if self.pbx is not None:
@@ -144,12 +148,13 @@ class Hotline:
             await asyncio.to_thread(self._recordings),
         )
         speech = self.speech
+        accounts = RedisAccounts(self.redis)  # the sample's account system; an operator's adapter goes here
 
         states = self.states
         handlers = CallHandlers(
             self.current_menu,
             lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint,
-                                             speech=speech),
+                                             speech=speech, accounts=accounts),
             self.directory,
             self.router,
             self.states,

@@ -96,7 +96,7 @@ async def _serve(settings: Settings, me: str) -> int:
         await stop.wait()
         calls = hotline.agi.active_sessions if hotline.agi else 0
         print(f"stopping{f': draining {calls} call(s) in progress' if calls else ''} ...", flush=True)
-    except (ServiceError, ConfigError) as exc:
+    except (ServiceError, ConfigError, SettingsProblem) as exc:
         print(f"hotline cannot start: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -311,6 +311,35 @@ async def _customer_add(
     return 0
 
 
+async def _account_set(settings: Settings, args: argparse.Namespace) -> int:
+    """The sample account system's data (a real operator plugs its billing system in instead)."""
+    from datetime import date
+
+    from ivr.selfservice import RedisAccounts
+
+    def cents(amount: str | None) -> int | None:
+        return None if amount is None else round(float(amount) * 100)
+
+    try:
+        if args.due is not None:
+            date.fromisoformat(args.due)
+        facts = {"balance_cents": cents(args.balance), "due_date": args.due, "bill_cents": cents(args.bill),
+                 "bill_period": args.period, "package": args.package, "fault_ticket": args.fault_ticket,
+                 "fault_status": args.fault_status}
+        if args.fault_ticket is not None and not args.fault_ticket.isdigit():
+            raise ValueError("a fault ticket number is digits")
+        redis = Redis.from_url(_redis_url(settings))
+        try:
+            await RedisAccounts(redis).save(args.account, pin=args.pin, **facts)
+        finally:
+            await redis.aclose()
+    except ValueError as exc:
+        print(f"hotline accounts: {exc}", file=sys.stderr)
+        return 2
+    print(f"saved account {args.account}" + (" (PIN stored hashed)" if args.pin else ""))
+    return 0
+
+
 async def _with_directory(settings: Settings, work: Callable[[CustomerDirectory], Awaitable[T]]) -> T:
     redis = Redis.from_url(_redis_url(settings))
     try:
@@ -430,6 +459,19 @@ def main(argv: list[str] | None = None) -> int:
 
     customers = sub.add_parser("customers", help="customer data")
     customers_sub = customers.add_subparsers(dest="customers_command", required=True)
+    accounts = sub.add_parser("accounts", help="the sample account system (balance, bill, package, faults)")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    account_set = accounts_sub.add_parser("set", help="create or update an account's data")
+    account_set.add_argument("account")
+    account_set.add_argument("--pin", help="4-8 digits, stored as a salted hash")
+    account_set.add_argument("--balance", help="e.g. 12.50")
+    account_set.add_argument("--due", help="payment due date, YYYY-MM-DD")
+    account_set.add_argument("--bill", help="last bill amount, e.g. 88.00")
+    account_set.add_argument("--period", help="last bill's month, YYYY-MM")
+    account_set.add_argument("--package", help="package code (the menu's query node maps codes to prompts)")
+    account_set.add_argument("--fault-ticket", help="open fault ticket number (digits)")
+    account_set.add_argument("--fault-status", help="open, in_progress or closed")
+
     add = customers_sub.add_parser("add", help="add or update one customer")
     add.add_argument("number")
     add.add_argument("--class", dest="customer_class", choices=[c.value for c in CustomerClass], default="public")
@@ -489,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
         return 0
+    if args.command == "accounts":
+        return asyncio.run(_account_set(settings, args))
     if args.command == "reload":
         return asyncio.run(_reload(settings))
     if args.command == "switch":

@@ -306,6 +306,13 @@ class Channel:
         )
         return _digit_from_result(reply)
 
+    async def say_date(self, epoch_seconds: int, escape_digits: str = "") -> str | None:
+        """A date in the channel's language (Asterisk's SAY DATE: weekday, month, day)."""
+        reply = await self._execute_live(
+            "SAY DATE", int(epoch_seconds), _check_escape_digits(escape_digits), extra_time=20.0
+        )
+        return _digit_from_result(reply)
+
     async def record_file(
         self,
         path: str,
@@ -316,17 +323,32 @@ class Channel:
         silence_seconds: int | None = 2,
         beep: bool = False,
     ) -> RecordResult:
+        """Record what the caller says. The bracketed word of the reply says how it ended: only
+        ``(dtmf)`` carries a key. With ``(timeout)`` (silence or the length cap) the result number
+        is whatever Asterisk's last wait returned, often positive: it is not a key."""
         arguments: list[str | int] = [path, file_format, _check_escape_digits(escape_digits), timeout_ms]
         if beep:
             arguments.append("beep")
         if silence_seconds:
             arguments.append(f"s={int(silence_seconds)}")
-        reply = await self._execute_live("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5)
-        digit = _digit_from_result(reply)
-        ended_by = "dtmf" if digit else (reply.data or "timeout")
-        if ended_by == "hangup":
-            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
-        return RecordResult(ended_by, digit, int(reply.fields.get("endpos", "0") or 0))
+        reply = await self._execute("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5)
+        ended = (reply.data or "").strip()
+        end_position = int(reply.fields.get("endpos", "0") or 0)
+        if ended == "dtmf":
+            code = reply.result_int or 0
+            digit = chr(code) if 0 < code < 128 and chr(code) in DTMF_DIGITS else None
+            return RecordResult("dtmf" if digit else "timeout", digit, end_position)
+        if ended in ("writefile", "randomerror"):  # the file could not be written (disk full, no folder)
+            return RecordResult("writefile", None, end_position)
+        if ended in ("hangup", "waitfor") or reply.result_int == -1:
+            try:
+                status = await self._execute("CHANNEL STATUS")
+            except ChannelHangup:
+                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE) from None
+            if status.result_int is None or status.result_int < 0 or ended == "hangup":
+                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+            return RecordResult("writefile", None, end_position)
+        return RecordResult("timeout", None, end_position)
 
     async def get_variable(self, name: str) -> str | None:
         """A channel variable or function value; ``None`` when unset. Works on a dead channel."""

@@ -11,6 +11,8 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Protocol
 
 from ivr.agi.channel import DTMF_DIGITS, RecordResult
@@ -28,10 +30,14 @@ from ivr.menu.schema import (
     Menu,
     MenuNode,
     PlayNode,
+    QueryNode,
     RouteNode,
+    VerifyNode,
 )
+from ivr.selfservice import AccountFacts, BackendUnavailable
 
 if TYPE_CHECKING:
+    from ivr.selfservice import AccountBackend
     from ivr.speech.listen import SpeechService
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,9 @@ class Voice(Protocol):
         self, path: str, file_format: str = "wav", escape_digits: str = "#", *, timeout_ms: int = 10000,
         silence_seconds: int | None = 2, beep: bool = False,
     ) -> RecordResult: ...
+    async def say_number(self, number: int, escape_digits: str = "") -> str | None: ...
+    async def say_digits(self, digits: str, escape_digits: str = "") -> str | None: ...
+    async def say_date(self, epoch_seconds: int, escape_digits: str = "") -> str | None: ...
 
 
 class PromptPaths(Protocol):
@@ -77,6 +86,8 @@ class CallContext:
     self_served: bool = False  # reached a hangup node: a hangup during its goodbye is still self-service
     typeahead: str | None = None  # a key pressed ahead, for the next node that reads one
     escalation: list[str] = field(default_factory=list)  # why the priority was raised
+    verified_account: str = ""  # set once the caller's PIN matched (verify node); never the PIN
+    resume_after_verify: str = ""  # the query node that sent an unverified caller to the PIN check
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,10 @@ class MenuEngine:
         is_open: Callable[[], bool] = lambda: True,
         on_step: Callable[[CallContext], Awaitable[None]] | None = None,
         speech: SpeechService | None = None,
+        accounts: AccountBackend | None = None,
     ) -> None:
         self.menu = menu
+        self._accounts = accounts
         self._speech = speech
         self._listen_nodes: dict[str, ListenNode] = {}  # menus with speech, as listen nodes
         self._prompts = prompts
@@ -167,7 +180,7 @@ class MenuEngine:
         listen = self._listen_nodes.get(node_id)
         if listen is None:
             listen = self._listen_nodes[node_id] = ListenNode(
-                type="listen", prompt=node.prompt, fallback=node_id, max_seconds=int(node.timeout) + 3,
+                type="listen", prompt=node.prompt, fallback=node_id, max_seconds=min(30, int(node.timeout) + 3),
                 intents={f"option_{i}": Intent(phrases=phrases, goto=node.options[key], key=key)
                          for i, (key, phrases) in enumerate(node.speech.items())},
             )
@@ -178,8 +191,8 @@ class MenuEngine:
             key = listen.intents[heard.intent].key
             call.inputs[f"{node_id}_said"] = f"{key}:{heard.confidence:.2f}"
             return key
-        if heard.unavailable is not None:  # this time by DTMF
-            return await voice.wait_for_digit(int(node.timeout * 1000))
+        if heard.unavailable is not None:  # this time by DTMF: the prompt again, keys only
+            return await self._ask(voice, call, node.prompt, node.timeout)
         return None  # no match: counts as no input (the menu's reprompt and retries)
 
     async def _menu(self, voice: Voice, call: CallContext, node_id: str, node: MenuNode) -> str:
@@ -285,15 +298,108 @@ class MenuEngine:
                 call.inputs[node_id] = "speech_unavailable"
                 speech.count_fallback(node_id)
                 return node.fallback
+            if heard.recording:  # keep_recording: the caller's words, matched or not
+                call.inputs[f"{node_id}_recording"] = heard.recording
             if heard.intent is not None:
                 call.inputs[node_id] = f"said:{heard.intent}:{heard.confidence:.2f}"
                 call.variables[node_id] = heard.intent
-                if heard.recording:
-                    call.inputs[f"{node_id}_recording"] = heard.recording
                 return node.intents[heard.intent].goto
         call.inputs[node_id] = "no_match"
         speech.count_fallback(node_id)
         return node.fallback
+
+    async def _digits(self, voice: Voice, call: CallContext, prompt: str, timeout: float, most: int) -> str:
+        first = await self._ask(voice, call, prompt, timeout)
+        digits = "" if first in (None, "#") else str(first)
+        while digits and len(digits) < most:
+            more = await voice.wait_for_digit(3000)
+            if more is None or more == "#":
+                break
+            digits += more
+        return digits
+
+    async def _verify(self, voice: Voice, call: CallContext, node_id: str, node: VerifyNode) -> str:
+        account = call.variables.get(node.account_variable, "") if node.account_variable else call.account
+        if not account or self._accounts is None:
+            call.inputs[node_id] = "no_account"
+            return node.fallback
+        for attempt in range(node.retries):
+            pin = await self._digits(voice, call, node.prompt, node.timeout, node.max_digits)
+            try:
+                ok = node.min_digits <= len(pin) and pin.isdigit() and await self._accounts.verify_pin(account, pin)
+            except BackendUnavailable:
+                call.inputs[node_id] = "unavailable"
+                if node.unavailable_prompt:
+                    await voice.stream_file(self._prompt(node.unavailable_prompt, call))
+                return node.fallback
+            if ok:
+                call.verified_account = account
+                call.inputs[node_id] = "verified"
+                resume, call.resume_after_verify = call.resume_after_verify, ""
+                return resume or node.next
+            if node.invalid_prompt and attempt + 1 < node.retries:
+                await voice.stream_file(self._prompt(node.invalid_prompt, call))
+        call.inputs[node_id] = "failed"  # the PIN itself is never kept anywhere
+        return node.fallback
+
+    async def _query(self, voice: Voice, call: CallContext, node_id: str, node: QueryNode) -> str:
+        if not call.verified_account or self._accounts is None:
+            call.resume_after_verify = node_id  # back here once the PIN matched
+            return node.requires_verify
+        try:
+            facts = await self._accounts.facts(call.verified_account)
+        except BackendUnavailable:
+            call.inputs[node_id] = "unavailable"
+            if node.unavailable_prompt:
+                await voice.stream_file(self._prompt(node.unavailable_prompt, call))
+            return node.next
+        for part in node.say:
+            if not part.startswith("{"):
+                await voice.stream_file(self._prompt(part, call))
+                continue
+            said = await self._say_fact(voice, call, node, part, facts)
+            if not said:
+                call.inputs[node_id] = f"missing:{part.strip('{}')}"
+                if node.missing_prompt:
+                    await voice.stream_file(self._prompt(node.missing_prompt, call))
+                return node.next
+        call.inputs[node_id] = "told"
+        return node.next
+
+    async def _say_fact(self, voice: Voice, call: CallContext, node: QueryNode, part: str,
+                        facts: AccountFacts | None) -> bool:
+        """Say one placeholder in the caller's language; False when the account has no such fact."""
+        if facts is None:
+            return False
+        cents = {"{balance}": facts.balance_cents, "{balance_cents}": facts.balance_cents,
+                 "{bill}": facts.bill_cents, "{bill_cents}": facts.bill_cents}
+        if part in cents:
+            value = cents[part]
+            if value is None:
+                return False
+            whole, rest = divmod(abs(value), 100)
+            await voice.say_number((-whole if value < 0 else whole) if not part.endswith("_cents}") else rest)
+            return True
+        if part in ("{due_date}", "{due_month}", "{due_day}"):
+            if facts.due_date is None:
+                return False
+            if part == "{due_date}":  # Asterisk's SAY DATE: for languages whose date sounds it has
+                noon = datetime.combine(facts.due_date, dtime(12), tzinfo=UTC)  # the date whatever the zone
+                await voice.say_date(int(noon.timestamp()))
+            else:  # numbers, for languages that say dates as numbers with words around (zh: 12月5日)
+                await voice.say_number(facts.due_date.month if part == "{due_month}" else facts.due_date.day)
+            return True
+        if part == "{ticket}":
+            if facts.fault_ticket is None:
+                return False
+            await voice.say_digits(facts.fault_ticket)
+            return True
+        code = facts.package if part == "{package}" else facts.fault_status
+        prompt = node.values.get(code or "")
+        if prompt is None:
+            return False
+        await voice.stream_file(self._prompt(prompt, call))
+        return True
 
     @staticmethod
     def _require(target: str | None, node_id: str) -> str:
@@ -327,6 +433,10 @@ class MenuEngine:
                 node_id = await self._language(voice, call, node_id, node)
             elif isinstance(node, ListenNode):
                 node_id = await self._listen(voice, call, node_id, node)
+            elif isinstance(node, VerifyNode):
+                node_id = await self._verify(voice, call, node_id, node)
+            elif isinstance(node, QueryNode):
+                node_id = await self._query(voice, call, node_id, node)
             elif isinstance(node, BranchNode):
                 node_id = next((c.goto for c in node.cases if self._holds(c.when, call)), node.default)
             elif isinstance(node, GotoNode):

@@ -15,7 +15,9 @@ from ivr.menu.schema import (
     Menu,
     MenuNode,
     PlayNode,
+    QueryNode,
     RouteNode,
+    VerifyNode,
 )
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -48,6 +50,12 @@ def edges(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str
         for name, intent in node.intents.items():
             yield (*base, "intents", name, "goto"), intent.goto
         yield (*base, "fallback"), node.fallback
+    elif isinstance(node, VerifyNode):
+        yield (*base, "next"), node.next
+        yield (*base, "fallback"), node.fallback
+    elif isinstance(node, QueryNode):
+        yield (*base, "next"), node.next
+        yield (*base, "requires_verify"), node.requires_verify
     elif isinstance(node, BranchNode):
         for i, case in enumerate(node.cases):
             yield (*base, "cases", i, "goto"), case.goto
@@ -68,10 +76,17 @@ def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...
         for i, prompt in enumerate(node.prompts):
             yield (*base, "prompts", i), prompt
         return
-    for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce", "no_match_prompt"):
+    for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce", "no_match_prompt",
+                  "unavailable_prompt", "missing_prompt"):
         value = getattr(node, field, None)
         if value:
             yield (*base, field), value
+    if isinstance(node, QueryNode):
+        for i, part in enumerate(node.say):
+            if not part.startswith("{"):
+                yield (*base, "say", i), part
+        for code, prompt in node.values.items():
+            yield (*base, "values", code), prompt
     if isinstance(node, (MenuNode, InputNode)):
         for field in ("invalid_prompt", "no_input_prompt"):
             if getattr(node, field) is None and getattr(menu.defaults, field):
@@ -128,6 +143,11 @@ def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Probl
                 missing = [lang for lang in menu.languages if not phrases.get(lang)]
                 if missing:
                     problems.append((("nodes", nid, "speech", key), f"no phrases for {', '.join(missing)}"))
+        if isinstance(node, ListenNode) and node.fallback in menu.nodes and not isinstance(
+                menu.nodes[node.fallback], (MenuNode, InputNode)):
+            # Without speech a listen node goes straight on: its fallback must wait for keys, or a
+            # caller could be spun round a loop of nodes that wait for nothing.
+            problems.append((("nodes", nid, "fallback"), "a listen node's fallback must be a menu or input node"))
         if isinstance(node, ListenNode):
             for name, intent in node.intents.items():
                 missing = [lang for lang in menu.languages if not intent.phrases.get(lang)]

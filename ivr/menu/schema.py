@@ -182,11 +182,68 @@ class ListenNode(_Strict):
     keep_recording: bool = Field(False, description="keep the caller's audio (else deleted after recognition)")
 
     @model_validator(mode="after")
-    def _distinct_keys(self) -> ListenNode:
+    def _distinct_keys_and_phrases(self) -> ListenNode:
         keys = [i.key for i in self.intents.values() if i.key is not None]
         if len(keys) != len(set(keys)):
             raise ValueError("two intents share a key")
+        owner: dict[tuple[str, str], str] = {}
+        for name, intent in self.intents.items():
+            for language, phrases in intent.phrases.items():
+                for phrase in phrases:
+                    said = " ".join(phrase.split()).casefold()
+                    if not said:
+                        raise ValueError(f"intent {name!r} has an empty phrase")
+                    other = owner.setdefault((language, said), name)
+                    if other != name:
+                        raise ValueError(f"the phrase {phrase!r} belongs to both {other!r} and {name!r}")
         return self
+
+
+class VerifyNode(_Strict):
+    """The caller keys in the account PIN before account data is read (masked everywhere)."""
+
+    type: Literal["verify"]
+    prompt: PromptId
+    account_variable: VariableName | None = Field(
+        None, description="the account an input node collected; default: the customer record's account"
+    )
+    min_digits: int = Field(4, ge=4, le=8)
+    max_digits: int = Field(8, ge=4, le=8)
+    timeout: float = Field(8.0, ge=1, le=60)
+    retries: int = Field(3, ge=1, le=5)
+    invalid_prompt: PromptId | None = None
+    unavailable_prompt: PromptId | None = Field(None, description="the account system did not answer")
+    next: NodeId
+    fallback: NodeId = Field(description="no account, wrong PIN too often, or the account system down")
+
+
+QUERY_PLACEHOLDERS = ("{balance}", "{balance_cents}", "{due_date}", "{due_month}", "{due_day}", "{bill}",
+                      "{bill_cents}", "{ticket}", "{package}", "{status}")
+SayPart = Annotated[str, Field(pattern=r"^([a-z][a-z0-9_]{0,63}|\{[a-z_]+\})$")]
+
+
+class QueryNode(_Strict):
+    """Speak the verified caller's account facts: prompts with placeholders Asterisk says in the
+    caller's language ({balance}: whole units, {balance_cents}: the rest; {due_date}; {bill},
+    {bill_cents}; {ticket}: digit by digit; {package}, {status}: through ``values``)."""
+
+    type: Literal["query"]
+    say: list[SayPart] = Field(min_length=1)
+    values: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")], PromptId] = Field(
+        default_factory=dict, description="package codes and fault statuses -> prompts"
+    )
+    missing_prompt: PromptId | None = Field(None, description="the account has no such fact")
+    unavailable_prompt: PromptId | None = None
+    requires_verify: NodeId = Field(description="where an unverified caller is sent (a verify node)")
+    next: NodeId
+
+    @field_validator("say")
+    @classmethod
+    def _known_placeholders(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p.startswith("{") and p not in QUERY_PLACEHOLDERS]
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(unknown)}; known: {', '.join(QUERY_PLACEHOLDERS)}")
+        return value
 
 
 class HangupNode(_Strict):
@@ -195,11 +252,21 @@ class HangupNode(_Strict):
 
 
 Node = Annotated[
-    MenuNode | PlayNode | InputNode | BranchNode | RouteNode | GotoNode | LanguageNode | HangupNode | ListenNode,
+    MenuNode
+    | PlayNode
+    | InputNode
+    | BranchNode
+    | RouteNode
+    | GotoNode
+    | LanguageNode
+    | HangupNode
+    | ListenNode
+    | VerifyNode
+    | QueryNode,
     Field(discriminator="type"),
 ]
 
-INPUT_NODES = (MenuNode, InputNode, LanguageNode, ListenNode)
+INPUT_NODES = (MenuNode, InputNode, LanguageNode, ListenNode, VerifyNode)
 
 class Defaults(_Strict):
     invalid_prompt: PromptId | None = None

@@ -8,6 +8,7 @@ recognised against the node's phrases and deleted unless the node keeps recordin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -15,13 +16,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ivr.agi.channel import RecordResult
+from ivr.agi.channel import AgiCommandFailed, RecordResult
 from ivr.menu.schema import ListenNode
 from ivr.speech.recognizer import SpeechEngine, SpeechUnavailable
 
 log = logging.getLogger(__name__)
 
-WAV_HEADER_BYTES = 44
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+async def _settled_size(audio: Path) -> int | None:
+    """Asterisk replies before it closes the file: wait (briefly) until it stops growing. File
+    calls go to a thread: the folder may be a shared volume, and the event loop must not wait."""
+    size = await asyncio.to_thread(_size, audio)
+    for _ in range(5):
+        if size is None:
+            return None
+        await asyncio.sleep(0.03)
+        now = await asyncio.to_thread(_size, audio)
+        if now == size:
+            return size
+        size = now
+    return size
 
 
 class Recorder(Protocol):
@@ -93,23 +115,37 @@ class SpeechService:
         metrics = self.metrics.setdefault(node_id, NodeMetrics())
         metrics.attempts += 1
         name = f"{_safe(uniqueid)}-{_safe(node_id)}-{uuid.uuid4().hex[:8]}"
-        audio = self.recordings.host_dir / f"{name}.wav"
+        # Headerless 8 kHz audio: nothing to be rewritten when Asterisk closes the file after replying.
+        audio = self.recordings.host_dir / f"{name}.sln"
         keep = False
         try:
-            self.recordings.host_dir.mkdir(parents=True, exist_ok=True)
-            result = await recorder.record_file(
-                f"{self.recordings.asterisk_dir.rstrip('/')}/{name}", "wav", escape_digits,
-                timeout_ms=node.max_seconds * 1000, silence_seconds=node.silence_seconds,
-            )
+            await asyncio.to_thread(self.recordings.host_dir.mkdir, parents=True, exist_ok=True)
+            try:
+                result = await recorder.record_file(
+                    f"{self.recordings.asterisk_dir.rstrip('/')}/{name}", "sln", escape_digits,
+                    timeout_ms=node.max_seconds * 1000, silence_seconds=node.silence_seconds,
+                )
+            except AgiCommandFailed as exc:
+                metrics.errors += 1
+                return Heard(unavailable=f"recording failed: {exc}")
             if result.digit:
                 metrics.keys += 1
                 return Heard(key=result.digit)
             if result.ended_by == "writefile":  # Asterisk could not write: disk full, folder gone
                 metrics.errors += 1
                 return Heard(unavailable="recording could not be written")
-            if not audio.exists() or audio.stat().st_size <= WAV_HEADER_BYTES:
+            size = await _settled_size(audio)
+            if size is None:
+                if result.end_position > 0:  # Asterisk recorded, we cannot see it: a folder mix-up
+                    log.error("recording %s not found in %s: check the recordings folders", name,
+                              self.recordings.host_dir)
+                    metrics.errors += 1
+                    return Heard(unavailable="recording not found")
                 metrics.no_match += 1
-                return Heard()  # nothing recorded (silence only, or the file is missing)
+                return Heard()  # nothing recorded
+            if size == 0:
+                metrics.no_match += 1
+                return Heard()
             phrases = sorted({p for intent in node.intents.values() for p in intent.phrases.get(language, [])})
             try:
                 recognition = await self.engine.recognize(audio, language, phrases)
@@ -135,11 +171,11 @@ class SpeechService:
             return Heard(unavailable=f"recording folder unusable: {exc}")
         finally:
             if not keep:
-                audio.unlink(missing_ok=True)
+                await asyncio.to_thread(audio.unlink, missing_ok=True)
 
     def snapshot(self) -> dict[str, object]:
         return {
             "models": self.engine.status(),
-            "breaker_open": self.engine.breaker.open,
+            "breakers_open": self.engine.breakers_open,
             "nodes": {node: m.as_dict() for node, m in self.metrics.items()},
         }

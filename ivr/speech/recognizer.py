@@ -73,32 +73,48 @@ class CircuitBreaker:
         self._failures += 1
         if self._failures >= self._limit:
             self._open_until = time.monotonic() + self._cool_off
-            self._failures = 0
+            # After the cool-off one trial: its failure opens the breaker again at once.
+            self._failures = self._limit - 1
             log.warning("speech recognition failing: DTMF only for %.0f s", self._cool_off)
 
 
+SLN_RATE = 8000  # Asterisk's "sln": headerless signed 16-bit mono at 8 kHz
+
+
 def recognize_file(model: Any, audio: Path, phrases: list[str] | None) -> Recognition:
-    """Blocking: recognize one WAV file (run in the engine's thread pool)."""
+    """Blocking: recognize one recording (run in the engine's thread pool). ``.sln`` is raw
+    8 kHz audio as Asterisk records it; anything else is read as WAV."""
     from vosk import KaldiRecognizer
 
     started = time.perf_counter()
-    with wave.open(str(audio), "rb") as wav:
-        if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-            raise ValueError(f"{audio.name}: expected 16-bit mono audio")
-        recognizer = (
-            KaldiRecognizer(model, wav.getframerate(), json.dumps(phrases, ensure_ascii=False))
-            if phrases
-            else KaldiRecognizer(model, wav.getframerate())
-        )
-        recognizer.SetWords(True)
-        while chunk := wav.readframes(CHUNK_FRAMES):
-            recognizer.AcceptWaveform(chunk)
+    if audio.suffix == ".sln":
+        rate, pcm = SLN_RATE, audio.read_bytes()
+    else:
+        with wave.open(str(audio), "rb") as wav:
+            if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+                raise ValueError(f"{audio.name}: expected 16-bit mono audio")
+            rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    recognizer = (
+        KaldiRecognizer(model, rate, json.dumps(phrases, ensure_ascii=False)) if phrases
+        else KaldiRecognizer(model, rate)
+    )
+    recognizer.SetWords(True)
+    step = CHUNK_FRAMES * 2
+    for offset in range(0, len(pcm), step):
+        recognizer.AcceptWaveform(pcm[offset:offset + step])
     result = json.loads(recognizer.FinalResult())
     words = tuple(
         Word(str(w.get("word", "")), float(w.get("conf", 0.0)), float(w.get("start", 0.0)), float(w.get("end", 0.0)))
         for w in result.get("result", [])
     )
     return Recognition(str(result.get("text", "")).strip(), words, time.perf_counter() - started)
+
+
+def _load_model(path: str) -> Any:
+    from vosk import Model, SetLogLevel  # the library itself loads here too: off the event loop
+
+    SetLogLevel(-1)
+    return Model(path)
 
 
 class SpeechEngine:
@@ -116,10 +132,22 @@ class SpeechEngine:
         self._loaded: dict[str, Any] = {}
         self._broken: dict[str, str] = {}  # language -> why its model cannot be used
         self._loading: dict[str, asyncio.Task[None]] = {}
-        self.breaker = breaker or CircuitBreaker()
+        self._workers = workers
+        self._running = 0  # recognitions in the pool now (a timed-out one runs on to its end)
+        self._breakers: dict[str, CircuitBreaker] = {}  # one per language: one bad model spares the rest
+        self._breaker_template = breaker
+
+    def breaker(self, language: str) -> CircuitBreaker:
+        if language not in self._breakers:
+            self._breakers[language] = self._breaker_template or CircuitBreaker()
+        return self._breakers[language]
+
+    @property
+    def breakers_open(self) -> list[str]:
+        return [lang for lang, b in self._breakers.items() if b.open]
 
     def available(self, language: str) -> bool:
-        return language in self._loaded and not self.breaker.open
+        return language in self._loaded and not self.breaker(language).open
 
     def status(self) -> dict[str, str]:
         return {
@@ -143,11 +171,8 @@ class SpeechEngine:
             log.warning("speech model for %s missing (%s): DTMF only", language, path)
             return
         try:
-            from vosk import Model, SetLogLevel
-
-            SetLogLevel(-1)
             started = time.monotonic()
-            model = await asyncio.get_running_loop().run_in_executor(self._pool, Model, str(path))
+            model = await asyncio.get_running_loop().run_in_executor(self._pool, _load_model, str(path))
         except Exception as exc:  # a broken model must degrade to DTMF, whatever Vosk raises
             self._broken[language] = f"model failed to load: {exc}"
             log.error("speech model for %s failed to load from %s: %s", language, path, exc)
@@ -162,21 +187,32 @@ class SpeechEngine:
 
     async def recognize(self, audio: Path, language: str, phrases: list[str] | None) -> Recognition:
         model = self._loaded.get(language)
-        if model is None or self.breaker.open:
+        breaker = self.breaker(language)
+        if model is None or breaker.open:
             raise SpeechUnavailable(self._broken.get(language, "breaker open" if model else "model not loaded"))
+        if self._running >= self._workers:
+            # Every worker busy: waiting in line would eat the deadline; DTMF now, not counted as a failure.
+            raise SpeechUnavailable("all recognizers busy")
         loop = asyncio.get_running_loop()
+        self._running += 1
+        job = loop.run_in_executor(self._pool, recognize_file, model, audio, phrases)
+
+        def finished(_: object) -> None:
+            self._running -= 1
+
+        job.add_done_callback(finished)
         try:
             async with asyncio.timeout(self.deadline):
-                result = await loop.run_in_executor(self._pool, recognize_file, model, audio, phrases)
+                result = await asyncio.shield(job)  # a timeout leaves the running job to finish
         except TimeoutError:
-            self.breaker.failed()
+            breaker.failed()
             raise SpeechUnavailable(f"recognition slower than {self.deadline} s") from None
         except (OSError, ValueError, EOFError, wave.Error) as exc:
             raise SpeechUnavailable(f"unreadable recording: {exc}") from exc
         except Exception as exc:  # Vosk raised: count it, use DTMF for this call
-            self.breaker.failed()
+            breaker.failed()
             raise SpeechUnavailable(f"recognition failed: {exc}") from exc
-        self.breaker.succeeded()
+        breaker.succeeded()
         return result
 
     def close(self) -> None:

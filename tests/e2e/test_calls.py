@@ -10,21 +10,37 @@ from ivr.app import Hotline
 from ivr.menu.loader import load_menu
 from ivr.menu.schema import CustomerClass
 from ivr.outcomes import Disposition
+from ivr.selfservice import RedisAccounts
 from routing.ami import AmiError
 from routing.customers import Customer
 from tests.e2e.conftest import Calls
 
 pytestmark = pytest.mark.e2e
 MENUS = Path(__file__).resolve().parent.parent / "fixtures" / "menus"
+# "111": Mandarin, inquiries, balance; no account on record: the text-message answer instead.
+BALANCE_WITHOUT_ACCOUNT = [
+    "start", "welcome", "main", "inquiries", "balance_check", "account_pin", "balance", "goodbye",
+]
 
 
 async def test_dtmf_path_to_self_service_and_hangup(calls: Calls) -> None:
     uniqueid = await calls.dial(keys="111")  # Mandarin, inquiries, balance
     record = await calls.outcome(uniqueid)
     assert record.disposition is Disposition.SELF_SERVED
-    assert record.menu_path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]
+    assert record.menu_path == BALANCE_WITHOUT_ACCOUNT
     assert (record.customer_class, record.language, record.escalation) == ("public", "zh", [])
     assert record.queue is None and record.agent is None
+
+
+async def test_balance_from_the_account_system_after_the_pin(hotline: Hotline, calls: Calls) -> None:
+    assert hotline.directory is not None and hotline.redis is not None
+    await hotline.directory.save(Customer("13900000777", CustomerClass.PUBLIC, "Wang", "A-777", None, True))
+    await RedisAccounts(hotline.redis).save("A-777", pin="4321", balance_cents=12345, due_date="2026-12-05")
+    uniqueid = await calls.dial(number="13900000777", keys="1114321#", gap=1.5, hold=40)
+    record = await calls.outcome(uniqueid)
+    assert record.disposition is Disposition.SELF_SERVED
+    assert record.menu_path[-4:] == ["balance_check", "account_pin", "balance_check", "goodbye"]
+    assert record.inputs == {"account_pin": "verified", "balance_check": "told"}  # no PIN in the record
 
 
 async def test_key_account_is_answered_before_a_public_caller_waiting_longer(hotline: Hotline, calls: Calls) -> None:
@@ -119,4 +135,4 @@ async def test_caller_name_forging_the_end_of_the_environment_and_replies(calls:
     record = await calls.outcome(uniqueid)
     assert record.disposition is Disposition.SELF_SERVED
     assert record.language == "zh"  # the caller pressed 1 (Mandarin); the forged "2" was dropped
-    assert record.menu_path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]
+    assert record.menu_path == BALANCE_WITHOUT_ACCOUNT

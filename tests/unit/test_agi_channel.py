@@ -230,3 +230,21 @@ async def test_fake_replies_in_a_caller_name_are_dropped_before_the_first_comman
     finally:
         await server.stop(0.5)
     assert answers == [None]
+
+
+async def test_record_file_endings_are_told_by_their_word_not_their_number(make) -> None:
+    channel, _ = await make([
+        (b"RECORD FILE", b"200 result=1834 (timeout) endpos=16000\n"),  # silence: the number is not a key
+        (b"RECORD FILE", b"200 result=49 (dtmf) endpos=800\n"),
+        (b"RECORD FILE", b"200 result=-1 (writefile)\n"),  # disk full, or no folder
+        (b"RECORD FILE", b"200 result=-1 (hangup) endpos=300\n"),
+        (b"CHANNEL STATUS", b"511 Command Not Permitted on a dead channel or intercept routine\n"),
+    ])
+    silence = await channel.record_file("/spool/a", "sln", "1", timeout_ms=5000)
+    assert (silence.ended_by, silence.digit, silence.end_position) == ("timeout", None, 16000)
+    key = await channel.record_file("/spool/b", "sln", "1", timeout_ms=5000)
+    assert (key.ended_by, key.digit) == ("dtmf", "1")
+    full = await channel.record_file("/spool/c", "sln", "1", timeout_ms=5000)
+    assert full.ended_by == "writefile"
+    with pytest.raises(ChannelHangup):
+        await channel.record_file("/spool/d", "sln", "1", timeout_ms=5000)

@@ -52,7 +52,7 @@ async def run(keys: str, customer_class: CustomerClass = CustomerClass.PUBLIC, *
 async def test_balance_is_self_served() -> None:
     ending, ctx, caller = await run("111")
     assert ending == SelfServed("goodbye")
-    assert ctx.path == ["start", "welcome", "main", "inquiries", "balance", "goodbye"]
+    assert ctx.path == ["start", "welcome", "main", "inquiries", "balance_check", "account_pin", "balance", "goodbye"]
     assert caller.played[-2:] == ["/srv/p/zh/balance_info", "/srv/p/zh/goodbye"]
 
 

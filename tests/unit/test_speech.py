@@ -2,8 +2,8 @@
 around it, with a recorder that stands in for Asterisk's RECORD FILE (it writes the answer file)."""
 
 import array
+import asyncio
 import random
-import shutil
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,8 +65,10 @@ class Recorder:
                           timeout_ms: int = 10000, silence_seconds: int | None = 2,
                           beep: bool = False) -> RecordResult:
         self.paths.append(path)
-        if self.answer is not None:
-            shutil.copy(self.answer, self.host_dir / f"{Path(path).name}.{file_format}")
+        if self.answer is not None:  # as Asterisk writes "sln": the samples, no header
+            with wave.open(str(self.answer)) as source:
+                pcm = source.readframes(source.getnframes())
+            (self.host_dir / f"{Path(path).name}.{file_format}").write_bytes(pcm)
         return RecordResult("dtmf" if self.digit else self.ended_by, self.digit, 0)
 
 
@@ -100,16 +102,33 @@ async def test_missing_model_slow_or_failing_recognition_means_dtmf(utterances: 
     assert not missing.available("ko") and "no model" in missing.status()["ko"]
     with pytest.raises(SpeechUnavailable):
         await missing.recognize(utterances / "bill.wav", "ko", None)
-    breaker = CircuitBreaker(failures=2, cool_off=60)
+    breaker = CircuitBreaker(failures=2, cool_off=0.05)
     breaker.failed()
     assert not breaker.open
     breaker.failed()
     assert breaker.open  # after two failures in a row: no more tries for a while
+    await asyncio.sleep(0.06)
+    assert not breaker.open  # one trial after the cool-off ...
+    breaker.failed()
+    assert breaker.open  # ... whose failure opens it again at once
+    await asyncio.sleep(0.06)
+    breaker.succeeded()
+    breaker.failed()
+    assert not breaker.open  # a success closes it for good
+
+
+async def test_busy_recognizers_mean_dtmf_now_not_a_breaker_trip(engine: SpeechEngine, utterances: Path) -> None:
+    engine._running = 2  # both workers taken (as by two long recognitions)
+    try:
+        with pytest.raises(SpeechUnavailable, match="busy"):
+            await engine.recognize(utterances / "bill.wav", "ko", ["요금 안내"])
+    finally:
+        engine._running = 0
+    assert engine.available("ko")
 
 
 def test_listen_nodes_are_checked() -> None:
-    text = KOREAN_MENU.read_text().replace("languages: [ko]", "languages: [ko, en]").replace(
-        "default_language: ko", "default_language: ko")
+    text = KOREAN_MENU.read_text().replace("languages: [ko]", "languages: [ko, en]")
     with pytest.raises(ConfigError) as caught:
         parse_menu_text(text, "ko.yaml")
     assert "intent 'bill' has no phrases for en" in str(caught.value)
@@ -117,6 +136,14 @@ def test_listen_nodes_are_checked() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_menu_text(clash, "ko.yaml")
     assert "two intents share a key" in str(caught.value)
+    shared = KOREAN_MENU.read_text().replace("[상담원 연결, 상담원]", "[상담원 연결, 요금]")
+    with pytest.raises(ConfigError) as caught:
+        parse_menu_text(shared, "ko.yaml")
+    assert "belongs to both 'bill' and 'agent'" in str(caught.value)
+    loop = KOREAN_MENU.read_text().replace("    fallback: keys\n", "    fallback: welcome\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_menu_text(loop, "ko.yaml")
+    assert "fallback must be a menu or input node" in str(caught.value)
 
 
 class SpeakingCaller:
