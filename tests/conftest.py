@@ -1,6 +1,9 @@
 """Shared fixtures: a real redis-server of the tests' own (never fakeredis)."""
 
+import array
+import random
 import socket
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def write_noise(path: Path, seconds: float = 1.5) -> None:
+    """Loud broadband noise, 8 kHz 16-bit mono WAV: nothing a caller would say."""
+    rng = random.Random(7)
+    samples = array.array("h", (rng.randint(-9000, 9000) for _ in range(int(8000 * seconds))))
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(samples.tobytes())
 
 
 def free_port() -> int:

