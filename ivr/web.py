@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from routing.customers import mask_number
 from routing.servicelevel import service_levels
 
 if TYPE_CHECKING:
@@ -121,6 +122,18 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **result})
 
 
+async def callbacks(request: web.Request) -> web.Response:
+    """Recent virtual-hold callbacks: status, attempts and results, agent (numbers masked)."""
+    hotline = _hotline(request)
+    if hotline.callbacks is None:
+        raise web.HTTPServiceUnavailable(text="callbacks not ready")
+    try:
+        recent = await hotline.callbacks.recent(100)
+    except (RedisError, OSError) as exc:
+        raise web.HTTPServiceUnavailable(text=f"Redis unavailable: {exc}") from None
+    return web.json_response([{**asdict(c), "number": mask_number(c.number)} for c in recent])
+
+
 async def speech(request: web.Request) -> web.Response:
     """Speech models and recognition metrics per listen node (attempts, no match, fallbacks, latency)."""
     hotline = _hotline(request)
@@ -137,5 +150,6 @@ def build_web_app(hotline: Hotline) -> web.Application:
     app.router.add_get("/api/live", live)
     app.router.add_post("/api/reload", reload)
     app.router.add_get("/api/speech", speech)
+    app.router.add_get("/api/callbacks", callbacks)
     app.router.add_get("/", calls)
     return app

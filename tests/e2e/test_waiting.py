@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from panoramisk.message import Message
 
@@ -144,6 +145,10 @@ async def test_a_callback_keeps_its_place_and_is_dialled_once_an_agent_is_free(
     assert patient_record.answered_at is not None and patient_record.answered_at > dialled[0]
     assert patient_record.agent == "agent-cb"
     assert await hotline.redis.get(NUMBER_KEY.format(number=number)) is None  # the number is free again
+    url = f"http://{hotline.settings.web_host}:{hotline.settings.web_port}/api/callbacks"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        listed = {c["id"]: c for c in await response.json()}
+    assert listed[callback_id]["status"] == "connected" and listed[callback_id]["number"] != number  # masked
 
 
 async def test_an_unanswered_callback_is_retried_then_given_up(
