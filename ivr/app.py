@@ -33,7 +33,7 @@ from ivr.speech.recognizer import SpeechEngine
 from ivr.web import build_web_app
 from routing.agents import AgentSync
 from routing.aging import PriorityAger
-from routing.ami import AmiClient
+from routing.ami import AmiClient, AmiError
 from routing.callbacks import Callbacks
 from routing.customers import CustomerDirectory
 from routing.live import LiveQueues
@@ -238,12 +238,11 @@ class Hotline:
             await self.pbx.refresh()
         queues_reloaded = False
         if self.ami is not None and self.ami.ready:
-            reply = await self.ami.action(
-                {"Action": "QueueReload", "Members": "no", "Rules": "yes", "Parameters": "yes"}
-            )
-            queues_reloaded = bool(reply.success)
-            if not queues_reloaded:
-                raise ReloadRefused(f"Asterisk did not reload its queues: {reply.get('Message', '')}")
+            try:
+                await self.ami.queue_reload()
+            except (AmiError, TimeoutError) as exc:
+                raise ReloadRefused(f"Asterisk did not reload its queues: {exc}") from exc
+            queues_reloaded = True
         # Asterisk has the new queues: from here on, new calls get the new menu and rules.
         self.rules, self.menu = rules, menu
         if self.live is not None:

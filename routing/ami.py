@@ -430,3 +430,10 @@ class AmiClient:
         reply = await self.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface})
         if not reply.success:
             raise AmiError(f"QueueRemove failed: {reply.get('Message', '')}")
+
+    async def queue_reload(self) -> None:
+        """Re-read queues.conf and queuerules.conf: parameters and rules, never members (so
+        waiting callers and logged-in agents stay)."""
+        reply = await self.action({"Action": "QueueReload", "Members": "no", "Rules": "yes", "Parameters": "yes"})
+        if not reply.success:
+            raise AmiError(f"QueueReload failed: {reply.get('Message', '')}")
