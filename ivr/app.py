@@ -26,10 +26,13 @@ from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
 from ivr.reconcile import OutcomeWatchdog
+from ivr.retention import run_recording_expiry
+from ivr.revisit import RevisitCall
 from ivr.selfservice import RedisAccounts
 from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret
 from ivr.speech.listen import Recordings, SpeechService
 from ivr.speech.recognizer import SpeechEngine
+from ivr.tickets import DescriptionFolder, TicketDesk, TicketStore
 from ivr.web import build_web_app
 from routing.agents import AgentSync
 from routing.aging import PriorityAger
@@ -38,6 +41,7 @@ from routing.callbacks import Callbacks
 from routing.customers import CustomerDirectory
 from routing.live import LiveQueues
 from routing.render import write_asterisk_config
+from routing.revisits import ReturnVisits
 from routing.router import Router
 from routing.rules import RoutingRules, load_rules
 
@@ -60,6 +64,8 @@ class Hotline:
     callbacks: Callbacks | None = None
     watchdog: OutcomeWatchdog | None = None
     speech: SpeechService | None = None
+    tickets: TicketStore | None = None
+    revisits: ReturnVisits | None = None
     redis: Redis | None = None
     local_redis: LocalRedis | None = None
     pbx: LocalPbx | None = None
@@ -149,12 +155,17 @@ class Hotline:
         )
         speech = self.speech
         accounts = RedisAccounts(self.redis)  # the sample's account system; an operator's adapter goes here
+        self.tickets = TicketStore(self.redis, lambda severity: self.current_rules().tickets.deadline_hours[severity],
+                                   zone=lambda: self.current_rules().hours.timezone)
+        recordings = self.speech.recordings
+        desk = TicketDesk(self.tickets, DescriptionFolder(f"{recordings.asterisk_dir.rstrip('/')}/tickets",
+                                                          recordings.host_dir / "tickets"))
 
         states = self.states
         handlers = CallHandlers(
             self.current_menu,
             lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint,
-                                             speech=speech, accounts=accounts),
+                                             speech=speech, accounts=accounts, tickets=desk),
             self.directory,
             self.router,
             self.states,
@@ -165,9 +176,10 @@ class Hotline:
         queueing = QueueHandlers(
             self.current_menu, self.current_rules, lambda: self.live, lambda: self.callbacks, self.outcomes, prompts
         )
+        revisit = RevisitCall(self.current_menu, self.tickets, lambda: self.revisits, prompts)
         self.agi = FastAgiServer(
             {"hotline": handlers.hotline, "survey": handlers.survey, "finish": handlers.finish,
-             "wait": queueing.wait, "callback_done": queueing.callback_done},
+             "wait": queueing.wait, "callback_done": queueing.callback_done, "revisit": revisit.revisit},
             host=s.agi_host,
             port=s.agi_port,
             command_timeout=s.agi_command_timeout,
@@ -195,7 +207,11 @@ class Hotline:
         self.callbacks = Callbacks(self.ami, self.redis, self.current_rules, outcomes=self.outcomes)
         self.watchdog = OutcomeWatchdog(self.ami, self.redis, self.outcomes, self.states,
                                         lambda: self.current_menu().name, self.router.fallback_queue)
+        self.revisits = ReturnVisits(self.ami, self.redis, self.tickets, self.current_rules, outcomes=self.outcomes)
         await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.revisits.run(), name="return-visits"))
+        self._tasks.append(asyncio.create_task(run_recording_expiry(recordings.host_dir, s.recordings_keep_days),
+                                               name="recording-expiry"))
         self._tasks.append(asyncio.create_task(self.watchdog.run(), name="outcome-reconciliation"))
         self._tasks.append(asyncio.create_task(self.speech.engine.preload(), name="speech-models"))
         self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))

@@ -196,6 +196,7 @@ def build_outcome(
         menu_path=list(call.path) if call else [],
         inputs=dict(call.inputs) if call else {},
         escalation=list(call.escalation) if call else [],
+        tickets=list(call.tickets) if call else [],
         skill=var(v.SKILL) or None,
         queue=queue,
         priority=int(priority) if priority and priority.isdigit() else None,

@@ -290,6 +290,62 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
     return 0
 
 
+# -- tickets ----------------------------------------------------------------------------------
+
+
+async def _tickets(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show, progress or close work orders; closing schedules the return visit."""
+    import json
+    from dataclasses import asdict
+
+    from ivr.selfservice import BackendUnavailable
+    from ivr.tickets import TicketProblem, TicketStatus, TicketStore, describe
+    from routing.revisits import close_ticket
+
+    try:
+        rules = load_rules(settings.routing)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
+    store = TicketStore(redis, lambda severity: rules.tickets.deadline_hours[severity],
+                        zone=lambda: rules.hours.timezone)
+    action = args.tickets_command or "list"
+    try:
+        if action == "list":
+            if args.phone:
+                latest = await store.latest_for(normalize_number(args.phone))
+                tickets = [latest] if latest else []
+            else:
+                tickets = await store.recent(args.n)
+            for ticket in tickets:
+                print(json.dumps(asdict(ticket), ensure_ascii=False) if args.json else describe(ticket, time.time()))
+            return 0
+        if action == "show":
+            found = await store.get(args.number)
+            if found is None:
+                print(f"no ticket {args.number}", file=sys.stderr)
+                return 1
+            print(json.dumps(asdict(found), ensure_ascii=False, indent=2))
+            return 0
+        if action == "close":
+            ticket = await close_ticket(store, redis, rules, args.number, args.result, args.note or "")
+            visit = (ticket.revisit or {}).get("status", "none")
+            print(f"ticket {ticket.number} closed ({ticket.result}); return visit: {visit}")
+            return 0
+        ticket = await store.set_status(args.number, TicketStatus.IN_PROGRESS, note=args.note or "")
+        print(f"ticket {ticket.number} in progress")
+        return 0
+    except TicketProblem as exc:
+        print(f"hotline tickets: {exc}", file=sys.stderr)
+        return 2
+    except (BackendUnavailable, OSError, RedisError) as exc:
+        print(f"cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
 # -- customers --------------------------------------------------------------------------------
 
 
@@ -486,6 +542,22 @@ def main(argv: list[str] | None = None) -> int:
     dump = customers_sub.add_parser("export", help="export all customers as CSV")
     dump.add_argument("file", type=Path, nargs="?", help="default: standard output")
 
+    tickets = sub.add_parser("tickets", help="work orders: list, show, progress, close (closing calls back)")
+    tickets_sub = tickets.add_subparsers(dest="tickets_command")
+    listing = tickets_sub.add_parser("list", help="recent tickets (the default)")
+    for each in (tickets, listing):
+        each.add_argument("-n", type=int, default=20, help="how many")
+        each.add_argument("--phone", help="the latest ticket of this caller number")
+        each.add_argument("--json", action="store_true")
+    tickets_sub.add_parser("show", help="one ticket, whole").add_argument("number")
+    progress = tickets_sub.add_parser("progress", help="mark a ticket as being worked on")
+    progress.add_argument("number")
+    progress.add_argument("--note")
+    close = tickets_sub.add_parser("close", help="close a ticket with a result; schedules the return visit")
+    close.add_argument("number")
+    close.add_argument("--result", required=True, help="result code the menu's revisit.results can say, e.g. resolved")
+    close.add_argument("--note")
+
     args = parser.parse_args(argv)
     # The server logs what it does; one-shot commands print their result and log only trouble.
     quiet = logging.INFO if args.command == "serve" else logging.WARNING
@@ -531,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
         return 0
+    if args.command == "tickets":
+        return asyncio.run(_tickets(settings, args))
     if args.command == "accounts":
         return asyncio.run(_account_set(settings, args))
     if args.command == "reload":

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     speech_deadline: float = 3.0  # seconds a recognition may take before the caller gets DTMF
     recordings_dir: Path | None = None  # callers' answers, as the controller reads them (default: local PBX's spool)
     asterisk_recordings_dir: str = ""  # the same folder as Asterisk writes it
+    recordings_keep_days: float = 30.0  # kept recordings (ticket descriptions, keep_recording) expire after
 
     customer_lookup_timeout: float = 1.0
     drain_timeout: float = 10.0

@@ -75,6 +75,8 @@ class OutcomeRecord:
     announcements: list[str] = field(default_factory=list)  # what the caller was told while queued
     callback: dict[str, Any] | None = None  # id, attempt, result; "of": the call that booked it
     abandon_point: dict[str, Any] | None = None  # where the caller gave up: IVR node, or queue+position
+    tickets: list[str] = field(default_factory=list)  # work orders opened in the call
+    revisit: dict[str, Any] | None = None  # a return visit's leg: ticket, attempt, result, resolved, score
     started_at: float | None = None
     queued_at: float | None = None
     answered_at: float | None = None

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ivr.selfservice import BackendUnavailable
 from routing.customers import mask_number
 from routing.servicelevel import service_levels
 
 if TYPE_CHECKING:
     from ivr.app import Hotline
+    from ivr.tickets import Ticket
 
 HOTLINE_KEY = web.AppKey("hotline", object)
 
@@ -142,6 +144,76 @@ async def speech(request: web.Request) -> web.Response:
     return web.json_response(hotline.speech.snapshot())
 
 
+def _ticket_view(ticket: Ticket) -> dict[str, object]:
+    return {**asdict(ticket), "phone": mask_number(ticket.phone)}
+
+
+async def tickets(request: web.Request) -> web.Response:
+    """Recent work orders, or ?phone=... for a caller's latest (numbers masked)."""
+    hotline = _hotline(request)
+    if hotline.tickets is None:
+        raise web.HTTPServiceUnavailable(text="tickets not ready")
+    try:
+        if "phone" in request.query:
+            from routing.customers import normalize_number
+
+            latest = await hotline.tickets.latest_for(normalize_number(request.query["phone"]))
+            found = [latest] if latest else []
+        else:
+            found = await hotline.tickets.recent(max(1, min(500, int(request.query.get("limit", "50")))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be a number") from None
+    except BackendUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=f"Redis unavailable: {exc}") from None
+    return web.json_response([_ticket_view(t) for t in found])
+
+
+async def ticket(request: web.Request) -> web.Response:
+    hotline = _hotline(request)
+    if hotline.tickets is None:
+        raise web.HTTPServiceUnavailable(text="tickets not ready")
+    try:
+        found = await hotline.tickets.get(request.match_info["number"])
+    except BackendUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=f"Redis unavailable: {exc}") from None
+    if found is None:
+        raise web.HTTPNotFound(text="no such ticket")
+    return web.json_response(_ticket_view(found))
+
+
+async def ticket_change(request: web.Request) -> web.Response:
+    """POST {"status": "closed", "result": "resolved", "note": ...} or {"status": "in_progress"}
+    (admin token needed). Closing schedules the return visit."""
+    from ivr.tickets import TicketProblem, TicketStatus
+    from routing.revisits import close_ticket
+
+    hotline = _hotline(request)
+    if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), hotline.admin_token):
+        raise web.HTTPForbidden(text=f"{ADMIN_HEADER} header missing or wrong")
+    if hotline.tickets is None or hotline.redis is None or hotline.rules is None:
+        raise web.HTTPServiceUnavailable(text="tickets not ready")
+    try:
+        body = await request.json()
+        status = TicketStatus(str(body.get("status", "")))
+        note = str(body.get("note", ""))
+    except (ValueError, AttributeError):
+        raise web.HTTPBadRequest(text='JSON {"status": "closed"|"in_progress", "result": ..., "note": ...}') from None
+    number = request.match_info["number"]
+    try:
+        if status == TicketStatus.CLOSED:
+            changed = await close_ticket(hotline.tickets, hotline.redis, hotline.rules, number,
+                                         str(body.get("result", "")), note)
+        elif status == TicketStatus.IN_PROGRESS:
+            changed = await hotline.tickets.set_status(number, status, note=note)
+        else:
+            raise TicketProblem("only in_progress and closed are set by hand")
+    except TicketProblem as exc:
+        return web.json_response({"ok": False, "problem": str(exc)}, status=422)
+    except BackendUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text=f"Redis unavailable: {exc}") from None
+    return web.json_response({"ok": True, "ticket": _ticket_view(changed)})
+
+
 def build_web_app(hotline: Hotline) -> web.Application:
     app = web.Application()
     app[HOTLINE_KEY] = hotline
@@ -151,5 +223,8 @@ def build_web_app(hotline: Hotline) -> web.Application:
     app.router.add_post("/api/reload", reload)
     app.router.add_get("/api/speech", speech)
     app.router.add_get("/api/callbacks", callbacks)
+    app.router.add_get("/api/tickets", tickets)
+    app.router.add_get("/api/tickets/{number}", ticket)
+    app.router.add_post("/api/tickets/{number}", ticket_change)
     app.router.add_get("/", calls)
     return app

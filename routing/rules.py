@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ivr.menu.schema import CustomerClass
+from ivr.menu.schema import CustomerClass, Severity
 from ivr.yamldoc import ConfigError, parse_yaml, read_text, validate
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -119,13 +119,14 @@ class Waiting(_Strict):
     )
 
 
+DialString = Annotated[str, Field(pattern=r"^(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_@./{}-]{1,80}$")]
+
+
 class Callbacks(_Strict):
     """Virtual hold: the callback waits in the queue in the caller's place; an agent is connected
     first, then the customer is dialled (``dial``: ``{number}`` is the caller's digits)."""
 
-    dial: Annotated[str, Field(pattern=r"^(PJSIP|SIP|IAX2|DAHDI|Local)/[A-Za-z0-9_@./{}-]{1,80}$")] = (
-        "PJSIP/{number}@operator"
-    )
+    dial: DialString = "PJSIP/{number}@operator"
     ring_seconds: int = Field(30, ge=5, le=120)
     retries: int = Field(2, ge=0, le=5, description="further attempts when the customer does not answer")
     retry_after: int = Field(120, ge=1, le=3600)
@@ -193,6 +194,48 @@ class Hours(_Strict):
         return False
 
 
+def _default_deadlines() -> dict[Severity, float]:
+    return {Severity.NORMAL: 24, Severity.MAJOR: 48, Severity.URGENT: 4}
+
+
+class Tickets(_Strict):
+    """Work orders opened in the IVR: the promised deadline per severity, in hours."""
+
+    deadline_hours: dict[Severity, float] = Field(default_factory=_default_deadlines)
+
+    @field_validator("deadline_hours")
+    @classmethod
+    def _every_severity(cls, value: dict[Severity, float]) -> dict[Severity, float]:
+        missing = [s.value for s in Severity if s not in value]
+        if missing:
+            raise ValueError(f"a deadline for every severity is needed; missing: {', '.join(missing)}")
+        if any(not 0 < hours <= 24 * 60 for hours in value.values()):
+            raise ValueError("deadlines are hours between 0 and 1440")
+        return value
+
+
+def _daytime() -> dict[Weekday, list[str]]:
+    return {day: ["09:00-20:00"] for day in WEEKDAYS}
+
+
+class Revisits(_Strict):
+    """Return visits: after a ticket is closed the hotline calls the customer (within ``hours``),
+    at most ``max_concurrent`` at once and one every ``min_interval_seconds``; a customer who does
+    not answer is tried ``retries`` more times, ``retry_after`` seconds apart."""
+
+    enabled: bool = True
+    hours: Hours = Field(default_factory=lambda: Hours(weekly=_daytime()))
+    delay_seconds: int = Field(0, ge=0, le=7 * 86400, description="wait this long after the closing")
+    max_concurrent: int = Field(2, ge=1, le=100)
+    min_interval_seconds: float = Field(5.0, ge=0, le=3600)
+    ring_seconds: int = Field(30, ge=5, le=120)
+    retries: int = Field(2, ge=0, le=5)
+    retry_after: int = Field(1800, ge=1, le=86400)
+    dial: DialString | None = Field(None, description="like callbacks.dial; default: the callbacks' dial string")
+
+    _check_dial = field_validator("dial")(lambda value: value if value is None else Callbacks._placeholder(value))
+
+
 def _all_classes() -> dict[CustomerClass, ClassRule]:
     return {
         CustomerClass.KEY: ClassRule(priority=10, service_level=ServiceLevel(percent=90, seconds=15)),
@@ -215,6 +258,11 @@ class RoutingRules(_Strict):
     outage: bool = Field(False, description="a declared network outage: no surveys while it lasts")
     waiting: Waiting = Field(default_factory=lambda: Waiting())
     callbacks: Callbacks = Field(default_factory=lambda: Callbacks())
+    tickets: Tickets = Field(default_factory=lambda: Tickets())
+    revisits: Revisits = Field(default_factory=lambda: Revisits())
+
+    def revisit_dial(self, number: str) -> str:
+        return (self.revisits.dial or self.callbacks.dial).replace("{number}", number)
 
     def queue_of(self, skill: str) -> str:
         return self.skills[skill].queue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from ivr.menu.schema import (
     PlayNode,
     QueryNode,
     RouteNode,
+    TicketNode,
+    TicketStatusNode,
     VerifyNode,
 )
 from ivr.selfservice import AccountFacts, BackendUnavailable
@@ -39,6 +42,7 @@ from ivr.selfservice import AccountFacts, BackendUnavailable
 if TYPE_CHECKING:
     from ivr.selfservice import AccountBackend
     from ivr.speech.listen import SpeechService
+    from ivr.tickets import Ticket, TicketDesk
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ class CallContext:
     escalation: list[str] = field(default_factory=list)  # why the priority was raised
     verified_account: str = ""  # set once the caller's PIN matched (verify node); never the PIN
     resume_after_verify: str = ""  # the query node that sent an unverified caller to the PIN check
+    tickets: list[str] = field(default_factory=list)  # work orders opened in this call
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,12 @@ class MenuEngine:
         on_step: Callable[[CallContext], Awaitable[None]] | None = None,
         speech: SpeechService | None = None,
         accounts: AccountBackend | None = None,
+        tickets: TicketDesk | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.menu = menu
+        self._tickets = tickets
+        self._clock = clock
         self._accounts = accounts
         self._speech = speech
         self._listen_nodes: dict[str, ListenNode] = {}  # menus with speech, as listen nodes
@@ -401,6 +410,83 @@ class MenuEngine:
         await voice.stream_file(self._prompt(prompt, call))
         return True
 
+    async def _open_ticket(self, voice: Voice, call: CallContext, node_id: str, node: TicketNode) -> str:
+        """A fault report or complaint: the caller's description is kept as audio, and the ticket
+        number and deadline are read back. No ticket system: the caller goes to an agent instead."""
+        desk = self._tickets
+        if desk is None:
+            call.inputs[node_id] = "unavailable"
+            return node.fallback
+        audio = ""
+        if node.describe_prompt:
+            await voice.stream_file(self._prompt(node.describe_prompt, call))
+            audio = await desk.descriptions.record(voice, call.uniqueid, node.max_seconds)
+        severity = node.severity_by_class.get(call.customer_class, node.severity)
+        try:
+            ticket = await desk.store.open(
+                category=node.category, severity=severity, phone=call.caller_number,
+                customer_class=call.customer_class.value, account=call.account, language=call.language,
+                origin_uniqueid=call.uniqueid, description_audio=audio,
+            )
+        except BackendUnavailable as exc:
+            log.warning("call %s: no ticket opened at %s: %s", call.uniqueid, node_id, exc)
+            call.inputs[node_id] = "unavailable"
+            if node.unavailable_prompt:
+                await voice.stream_file(self._prompt(node.unavailable_prompt, call))
+            return node.fallback
+        call.tickets.append(ticket.number)
+        call.inputs[node_id] = f"opened:{ticket.number}"
+        for part in node.read_back:
+            if part == "{ticket}":
+                await voice.say_digits(ticket.number)
+            elif part == "{hours}":
+                await voice.say_number(ticket.hours_left(ticket.created_at))
+            else:
+                await voice.stream_file(self._prompt(part, call))
+        return node.next
+
+    async def _ticket_status(self, voice: Voice, call: CallContext, node_id: str, node: TicketStatusNode) -> str:
+        """By the number keyed in, or the caller's latest ticket when they just press # (or nothing)."""
+        desk = self._tickets
+        number = await self._digits(voice, call, node.prompt, node.timeout, 12)
+        ticket: Ticket | None = None
+        try:
+            if desk is not None:
+                ticket = await (desk.store.get(number) if number else desk.store.latest_for(call.caller_number))
+        except BackendUnavailable:
+            desk = None
+        if desk is None:
+            call.inputs[node_id] = "unavailable"
+            if node.unavailable_prompt:
+                await voice.stream_file(self._prompt(node.unavailable_prompt, call))
+            return node.next
+        if ticket is None:
+            call.inputs[node_id] = "not_found" if number else "none_for_phone"
+            if node.missing_prompt:
+                await voice.stream_file(self._prompt(node.missing_prompt, call))
+            return node.next
+        closed = ticket.status == "closed"
+        for part in (node.say_closed or node.say) if closed else node.say:
+            said = True
+            if part == "{ticket}":
+                await voice.say_digits(ticket.number)
+            elif part == "{hours_left}":
+                said = not closed
+                if said:
+                    await voice.say_number(ticket.hours_left(self._clock()))
+            elif part in ("{status}", "{result}"):
+                prompt = node.values.get(ticket.status.value if part == "{status}" else ticket.result)
+                said = prompt is not None
+                if prompt is not None:
+                    await voice.stream_file(self._prompt(prompt, call))
+            else:
+                await voice.stream_file(self._prompt(part, call))
+            if not said:
+                log.warning("call %s: %s cannot say %s for ticket %s", call.uniqueid, node_id, part, ticket.number)
+                break
+        call.inputs[node_id] = f"told:{ticket.number}"
+        return node.next
+
     @staticmethod
     def _require(target: str | None, node_id: str) -> str:
         if target is None:
@@ -437,6 +523,10 @@ class MenuEngine:
                 node_id = await self._verify(voice, call, node_id, node)
             elif isinstance(node, QueryNode):
                 node_id = await self._query(voice, call, node_id, node)
+            elif isinstance(node, TicketNode):
+                node_id = await self._open_ticket(voice, call, node_id, node)
+            elif isinstance(node, TicketStatusNode):
+                node_id = await self._ticket_status(voice, call, node_id, node)
             elif isinstance(node, BranchNode):
                 node_id = next((c.goto for c in node.cases if self._holds(c.when, call)), node.default)
             elif isinstance(node, GotoNode):

@@ -17,6 +17,8 @@ from ivr.menu.schema import (
     PlayNode,
     QueryNode,
     RouteNode,
+    TicketNode,
+    TicketStatusNode,
     VerifyNode,
 )
 
@@ -50,9 +52,11 @@ def edges(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...], str
         for name, intent in node.intents.items():
             yield (*base, "intents", name, "goto"), intent.goto
         yield (*base, "fallback"), node.fallback
-    elif isinstance(node, VerifyNode):
+    elif isinstance(node, (VerifyNode, TicketNode)):
         yield (*base, "next"), node.next
         yield (*base, "fallback"), node.fallback
+    elif isinstance(node, TicketStatusNode):
+        yield (*base, "next"), node.next
     elif isinstance(node, QueryNode):
         yield (*base, "next"), node.next
         yield (*base, "requires_verify"), node.requires_verify
@@ -77,16 +81,24 @@ def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...
             yield (*base, "prompts", i), prompt
         return
     for field in ("prompt", "invalid_prompt", "no_input_prompt", "announce", "no_match_prompt",
-                  "unavailable_prompt", "missing_prompt"):
+                  "unavailable_prompt", "missing_prompt", "describe_prompt"):
         value = getattr(node, field, None)
         if value:
             yield (*base, field), value
-    if isinstance(node, QueryNode):
+    if isinstance(node, (QueryNode, TicketStatusNode)):
         for i, part in enumerate(node.say):
             if not part.startswith("{"):
                 yield (*base, "say", i), part
         for code, prompt in node.values.items():
             yield (*base, "values", code), prompt
+    if isinstance(node, TicketStatusNode):
+        for i, part in enumerate(node.say_closed or []):
+            if not part.startswith("{"):
+                yield (*base, "say_closed", i), part
+    if isinstance(node, TicketNode):
+        for i, part in enumerate(node.read_back):
+            if not part.startswith("{"):
+                yield (*base, "read_back", i), part
     if isinstance(node, (MenuNode, InputNode)):
         for field in ("invalid_prompt", "no_input_prompt"):
             if getattr(node, field) is None and getattr(menu.defaults, field):
@@ -177,6 +189,15 @@ def check_graph(menu: Menu, skills: Collection[str] | None = None) -> list[Probl
             prompt = getattr(menu.waiting, field)
             if prompt and prompt not in menu.prompts:
                 problems.append((("waiting", field), f"unknown prompt {prompt!r}"))
+
+    if menu.revisit is not None:
+        revisit = menu.revisit
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            (("revisit", "intro", i), p) for i, p in enumerate(revisit.intro) if not p.startswith("{")]
+        named += [(("revisit", "results", code), p) for code, p in revisit.results.items()]
+        named += [(("revisit", f), getattr(revisit, f)) for f in ("resolved_question", "score_question", "reopened",
+                                                                 "thanks") if getattr(revisit, f)]
+        problems += [(path, f"unknown prompt {p!r}") for path, p in named if p not in menu.prompts]
 
     for pid, texts in menu.prompts.items():
         missing = [lang for lang in menu.languages if not texts.get(lang, "").strip()]

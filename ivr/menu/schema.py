@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -19,6 +20,14 @@ class CustomerClass(StrEnum):
     KEY = "key"
     BUSINESS = "business"
     PUBLIC = "public"
+
+
+class Severity(StrEnum):
+    """A work order's severity; the routing rules give each its deadline."""
+
+    NORMAL = "normal"
+    MAJOR = "major"
+    URGENT = "urgent"
 
 
 class _Strict(BaseModel):
@@ -246,6 +255,62 @@ class QueryNode(_Strict):
         return value
 
 
+TICKET_PLACEHOLDERS = ("{ticket}", "{hours}")
+STATUS_PLACEHOLDERS = ("{ticket}", "{status}", "{hours_left}", "{result}")
+TicketSayPart = Annotated[str, Field(pattern=r"^([a-z][a-z0-9_]{0,63}|\{[a-z_]+\})$")]
+Category = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+def _placeholders_in(known: tuple[str, ...]) -> Callable[[list[str] | None], list[str] | None]:
+    def check(value: list[str] | None) -> list[str] | None:
+        unknown = [p for p in value or [] if p.startswith("{") and p not in known]
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return value
+    return check
+
+
+class TicketNode(_Strict):
+    """Open a work order (a fault report, a complaint): the caller describes it after a beep (kept as
+    audio), and hears the ticket number and deadline read back ({ticket}: digits, {hours}: a number)."""
+
+    type: Literal["ticket"]
+    category: Category
+    severity: Severity = Severity.NORMAL
+    severity_by_class: dict[CustomerClass, Severity] = Field(
+        default_factory=dict, description="a class's own severity (e.g. key accounts: urgent)"
+    )
+    describe_prompt: PromptId | None = Field(
+        None, description="'describe the problem after the tone'; none: no recording"
+    )
+    max_seconds: int = Field(60, ge=5, le=300, description="longest description recorded")
+    read_back: list[TicketSayPart] = Field(min_length=1)
+    unavailable_prompt: PromptId | None = Field(None, description="the ticket system did not answer")
+    next: NodeId
+    fallback: NodeId = Field(description="where the caller goes when no ticket could be opened (an agent)")
+
+    _check_read_back = field_validator("read_back")(_placeholders_in(TICKET_PLACEHOLDERS))
+
+
+class TicketStatusNode(_Strict):
+    """Tell a caller where their ticket stands: by the number they key in, or (just # or no key) by
+    the latest ticket of the number they call from."""
+
+    type: Literal["ticket_status"]
+    prompt: PromptId = Field(description="'key in your ticket number and #, or press # for your latest'")
+    timeout: float = Field(6.0, ge=1, le=60)
+    say: list[TicketSayPart] = Field(min_length=1, description="for a ticket still being worked on")
+    say_closed: list[TicketSayPart] | None = Field(None, description="for a closed ticket (default: say)")
+    values: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")], PromptId] = Field(
+        default_factory=dict, description="statuses and closing results -> prompts"
+    )
+    missing_prompt: PromptId | None = Field(None, description="no such ticket")
+    unavailable_prompt: PromptId | None = None
+    next: NodeId
+
+    _check_say = field_validator("say", "say_closed")(_placeholders_in(STATUS_PLACEHOLDERS))
+
+
 class HangupNode(_Strict):
     type: Literal["hangup"]
     prompt: PromptId | None = None
@@ -262,11 +327,14 @@ Node = Annotated[
     | HangupNode
     | ListenNode
     | VerifyNode
-    | QueryNode,
+    | QueryNode
+    | TicketNode
+    | TicketStatusNode,
     Field(discriminator="type"),
 ]
 
-INPUT_NODES = (MenuNode, InputNode, LanguageNode, ListenNode, VerifyNode)
+INPUT_NODES = (MenuNode, InputNode, LanguageNode, ListenNode, VerifyNode, TicketStatusNode)
+
 
 class Defaults(_Strict):
     invalid_prompt: PromptId | None = None
@@ -281,6 +349,28 @@ class Survey(_Strict):
     thanks: PromptId | None = None
     timeout: float = Field(6.0, ge=1, le=30)
     attempts: int = Field(2, ge=1, le=3)
+
+
+class Revisit(_Strict):
+    """The return visit after a ticket is closed: the hotline calls the customer, reads the result
+    (``intro`` with {ticket} and {result}; ``results`` maps result codes to prompts), asks whether
+    it is fixed (1 yes, 2 no) and for a 1-5 score. The routing rules say when and how often to call."""
+
+    intro: list[TicketSayPart] = Field(min_length=1)
+    results: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")], PromptId] = Field(default_factory=dict)
+    resolved_question: PromptId
+    score_question: PromptId
+    reopened: PromptId | None = Field(None, description="said when the customer answers 2 (not fixed)")
+    thanks: PromptId | None = None
+    timeout: float = Field(6.0, ge=1, le=30)
+    attempts: int = Field(2, ge=1, le=3)
+
+    _check_intro = field_validator("intro")(_placeholders_in(("{ticket}", "{result}")))
+
+    def prompt_ids(self) -> list[str]:
+        optional = [self.reopened, self.thanks]
+        return ([p for p in self.intro if not p.startswith("{")] + list(self.results.values())
+                + [self.resolved_question, self.score_question] + [p for p in optional if p is not None])
 
 
 AnnouncementPart = Annotated[str, Field(pattern=r"^([a-z][a-z0-9_]{0,63}|\{(position|minutes)\})$")]
@@ -319,5 +409,6 @@ class Menu(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     survey: Survey | None = None
     waiting: Waiting | None = None
+    revisit: Revisit | None = None
     prompts: dict[PromptId, dict[Language, str]] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)

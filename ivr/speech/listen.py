@@ -31,7 +31,7 @@ def _size(path: Path) -> int | None:
         return None
 
 
-async def _settled_size(audio: Path) -> int | None:
+async def settled_size(audio: Path) -> int | None:
     """Asterisk replies before it closes the file: wait (briefly) until it stops growing. File
     calls go to a thread: the folder may be a shared volume, and the event loop must not wait."""
     size = await asyncio.to_thread(_size, audio)
@@ -134,7 +134,7 @@ class SpeechService:
             if result.ended_by == "writefile":  # Asterisk could not write: disk full, folder gone
                 metrics.errors += 1
                 return Heard(unavailable="recording could not be written")
-            size = await _settled_size(audio)
+            size = await settled_size(audio)
             if size is None:
                 if result.end_position > 0:  # Asterisk recorded, we cannot see it: a folder mix-up
                     log.error("recording %s not found in %s: check the recordings folders", name,
