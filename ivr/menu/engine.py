@@ -234,12 +234,51 @@ class MenuEngine:
         call.fallback_reason = failure
         return target
 
+    async def _say_digits(self, voice: Voice, call: CallContext, node_id: str,
+                          node: InputNode) -> tuple[str | None, str]:
+        """Digits by speech: after the prompt the caller may say them (or start keying). Returns
+        (first key, "") for keys, (None, digits) for confirmed spoken digits, (None, "") otherwise."""
+        speech = self._speech
+        if speech is None or not speech.available(call.language) or call.typeahead is not None:
+            return await self._ask(voice, call, node.prompt, node.timeout), ""
+        keys = "0123456789*#"
+        first = await voice.stream_file(self._prompt(node.prompt, call), keys)
+        if first is not None:
+            return first, ""
+        heard = await speech.listen_digits(voice, call.uniqueid, node_id, call.language, keys,
+                                           max_seconds=min(30, node.max_digits + 4), threshold=node.speech_threshold)
+        if heard.key is not None:
+            return heard.key, ""
+        if heard.unavailable is not None:
+            speech.count_fallback(node_id)
+            return await voice.wait_for_digit(int(node.timeout * 1000)), ""
+        if not heard.text:
+            return None, ""
+        for part in node.confirm or []:  # "you said 1 2 3 4; press 1 if right, 2 to try again"
+            if part == "{digits}":
+                answer = await voice.say_digits(heard.text, "12")
+            else:
+                answer = await voice.stream_file(self._prompt(part, call), "12")
+            if answer:
+                break
+        else:
+            answer = await voice.wait_for_digit(int(node.timeout * 1000))
+        if answer == "1":
+            call.inputs[f"{node_id}_said"] = f"confirmed:{heard.confidence:.2f}"
+            return None, heard.text
+        call.inputs[f"{node_id}_said"] = "rejected"
+        return None, ""
+
     async def _input(self, voice: Voice, call: CallContext, node_id: str, node: InputNode) -> str:
         failure = "no_input"
         allowed = "0123456789" + "".join(k for k in "*#" if k != node.terminator)
         for attempt in range(node.retries):
-            first = await self._ask(voice, call, node.prompt, node.timeout)
-            digits = ""
+            said = ""
+            if node.speech:
+                first, said = await self._say_digits(voice, call, node_id, node)
+            else:
+                first = await self._ask(voice, call, node.prompt, node.timeout)
+            digits = said
             if first is not None and first != node.terminator:
                 digits = first
                 while len(digits) < node.max_digits:
@@ -259,10 +298,10 @@ class MenuEngine:
                 if node.sensitive and node.variable not in call.sensitive:
                     call.sensitive.append(node.variable)
                 return self._require(node.next, node_id)
-            failure = "no_input" if first is None else "invalid_input"
+            failure = "no_input" if first is None and not said else "invalid_input"
             error_prompt = (
                 (node.no_input_prompt or self.menu.defaults.no_input_prompt)
-                if first is None
+                if failure == "no_input"
                 else (node.invalid_prompt or self.menu.defaults.invalid_prompt)
             )
             if error_prompt and attempt + 1 < node.retries:

@@ -91,6 +91,10 @@ def prompt_refs(menu: Menu, node_id: str) -> Iterator[tuple[tuple[str | int, ...
                 yield (*base, "say", i), part
         for code, prompt in node.values.items():
             yield (*base, "values", code), prompt
+    if isinstance(node, InputNode):
+        for i, part in enumerate(node.confirm or []):
+            if not part.startswith("{"):
+                yield (*base, "confirm", i), part
     if isinstance(node, TicketStatusNode):
         for i, part in enumerate(node.say_closed or []):
             if not part.startswith("{"):

@@ -90,6 +90,11 @@ class InputNode(_Strict):
     sensitive: bool = Field(False, description="mask the value in outcome records")
     next: NodeId | None = None
     fallback: NodeId | None = None
+    speech: bool = Field(False, description="the caller may say the digits instead of keying them")
+    confirm: list[Annotated[str, Field(pattern=r"^([a-z][a-z0-9_]{0,63}|\{digits\})$")]] | None = Field(
+        None, description="read back spoken digits ({digits}) and ask: 1 right, 2 try again"
+    )
+    speech_threshold: float = Field(0.6, ge=0, le=1, description="the weakest spoken digit's confidence needed")
 
     _check_pattern = field_validator("pattern")(_valid_regex)
 
@@ -97,6 +102,8 @@ class InputNode(_Strict):
     def _digits_range(self) -> InputNode:
         if self.min_digits > self.max_digits:
             raise ValueError("min_digits is greater than max_digits")
+        if self.speech and not (self.confirm and "{digits}" in self.confirm):
+            raise ValueError("spoken digits need a confirm read-back with {digits}")
         return self
 
 

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from ivr.agi.channel import AgiCommandFailed, RecordResult
 from ivr.menu.schema import ListenNode
+from ivr.speech.digits import digit_words, words_to_digits
 from ivr.speech.recognizer import SpeechEngine, SpeechUnavailable
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,53 @@ class SpeechService:
     async def listen(self, recorder: Recorder, uniqueid: str, node_id: str, node: ListenNode, language: str,
                      escape_digits: str) -> Heard:
         """Record one answer and match it to an intent. A caller hanging up surfaces as ChannelHangup."""
+        phrases = sorted({p for intent in node.intents.values() for p in intent.phrases.get(language, [])})
+        heard = await self.capture(recorder, uniqueid, node_id, language, escape_digits, phrases,
+                                   max_seconds=node.max_seconds, silence_seconds=node.silence_seconds,
+                                   keep=node.keep_recording)
+        metrics = self.metrics[node_id]
+        if heard.text and heard.confidence >= node.threshold:
+            said = _normalize(heard.text)
+            for intent_name, intent in node.intents.items():
+                if said in {_normalize(p) for p in intent.phrases.get(language, [])}:
+                    metrics.matches += 1
+                    return replace(heard, intent=intent_name)
+        if heard.key is None and heard.unavailable is None:
+            metrics.no_match += 1
+        return heard
+
+    async def listen_digits(self, recorder: Recorder, uniqueid: str, node_id: str, language: str,
+                            escape_digits: str, *, max_seconds: int, threshold: float) -> Heard:
+        """Record digits said one by one (an account, a phone number); ``Heard.text`` is the digits."""
+        words = digit_words(language)
+        if not words:
+            return Heard(unavailable=f"no digit words for {language!r}")
+        heard = await self.capture(recorder, uniqueid, node_id, language, escape_digits, sorted(words),
+                                   max_seconds=max_seconds, silence_seconds=2, keep=False)
+        metrics = self.metrics[node_id]
+        digits = words_to_digits(heard.text, language) if heard.confidence >= threshold else None
+        if digits:
+            metrics.matches += 1
+            return replace(heard, text=digits)
+        if heard.key is None and heard.unavailable is None:
+            metrics.no_match += 1
+        return replace(heard, text="")
+
+    async def capture(self, recorder: Recorder, uniqueid: str, node_id: str, language: str, escape_digits: str,
+                      phrases: list[str] | None, *, max_seconds: int, silence_seconds: int, keep: bool) -> Heard:
+        """Record one answer and recognise it (text and the weakest word's confidence)."""
         metrics = self.metrics.setdefault(node_id, NodeMetrics())
         metrics.attempts += 1
         name = f"{_safe(uniqueid)}-{_safe(node_id)}-{uuid.uuid4().hex[:8]}"
         # Headerless 8 kHz audio: nothing to be rewritten when Asterisk closes the file after replying.
         audio = self.recordings.host_dir / f"{name}.sln"
-        keep = False
+        kept = False
         try:
             await asyncio.to_thread(self.recordings.host_dir.mkdir, parents=True, exist_ok=True)
             try:
                 result = await recorder.record_file(
                     f"{self.recordings.asterisk_dir.rstrip('/')}/{name}", "sln", escape_digits,
-                    timeout_ms=node.max_seconds * 1000, silence_seconds=node.silence_seconds,
+                    timeout_ms=max_seconds * 1000, silence_seconds=silence_seconds,
                 )
             except AgiCommandFailed as exc:
                 metrics.errors += 1
@@ -135,18 +171,13 @@ class SpeechService:
                 metrics.errors += 1
                 return Heard(unavailable="recording could not be written")
             size = await settled_size(audio)
-            if size is None:
-                if result.end_position > 0:  # Asterisk recorded, we cannot see it: a folder mix-up
-                    log.error("recording %s not found in %s: check the recordings folders", name,
-                              self.recordings.host_dir)
-                    metrics.errors += 1
-                    return Heard(unavailable="recording not found")
-                metrics.no_match += 1
+            if size is None and result.end_position > 0:  # Asterisk recorded, we cannot see it: a folder mix-up
+                log.error("recording %s not found in %s: check the recordings folders", name,
+                          self.recordings.host_dir)
+                metrics.errors += 1
+                return Heard(unavailable="recording not found")
+            if not size:
                 return Heard()  # nothing recorded
-            if size == 0:
-                metrics.no_match += 1
-                return Heard()
-            phrases = sorted({p for intent in node.intents.values() for p in intent.phrases.get(language, [])})
             try:
                 recognition = await self.engine.recognize(audio, language, phrases)
             except SpeechUnavailable as exc:
@@ -155,22 +186,14 @@ class SpeechService:
             metrics.recognitions += 1
             metrics.latency_total += recognition.seconds
             metrics.latency_max = max(metrics.latency_max, recognition.seconds)
-            said = _normalize(recognition.text)
-            keep = node.keep_recording
-            kept = str(audio) if keep else None
-            if recognition.confidence >= node.threshold:
-                for intent_name, intent in node.intents.items():
-                    if said in {_normalize(p) for p in intent.phrases.get(language, [])}:
-                        metrics.matches += 1
-                        return Heard(intent=intent_name, text=recognition.text,
-                                     confidence=recognition.confidence, recording=kept)
-            metrics.no_match += 1
-            return Heard(text=recognition.text, confidence=recognition.confidence, recording=kept)
+            kept = keep
+            return Heard(text=recognition.text, confidence=recognition.confidence,
+                         recording=str(audio) if keep else None)
         except OSError as exc:
             metrics.errors += 1
             return Heard(unavailable=f"recording folder unusable: {exc}")
         finally:
-            if not keep:
+            if not kept:
                 await asyncio.to_thread(audio.unlink, missing_ok=True)
 
     def snapshot(self) -> dict[str, object]:

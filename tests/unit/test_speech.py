@@ -10,9 +10,11 @@ import pytest
 
 from ivr.agi.channel import RecordResult
 from ivr.config import Settings
+from ivr.menu.engine import CallContext, MenuEngine
 from ivr.menu.loader import load_menu, parse_menu_text
-from ivr.menu.schema import ListenNode
-from ivr.prompts import synthesize
+from ivr.menu.schema import CustomerClass, ListenNode
+from ivr.prompts import PromptLibrary, synthesize
+from ivr.speech.digits import words_to_digits
 from ivr.speech.listen import Recordings, SpeechService
 from ivr.speech.recognizer import CircuitBreaker, SpeechEngine, SpeechUnavailable
 from ivr.yamldoc import ConfigError
@@ -185,3 +187,93 @@ async def test_the_korean_menu_by_voice_and_a_menu_that_also_listens(engine: Spe
     # Noise at the listen node (no retries): the DTMF menu, where saying the option works as well.
     assert ending == SelfServed("bill") and context.path == ["welcome", "ask", "keys", "bill"]
     assert context.inputs["keys_said"].startswith("1:")
+
+
+def test_spoken_digits_become_digits_in_each_language() -> None:
+    assert words_to_digits("공 일 영 구", "ko") == "0109"
+    assert words_to_digits("幺 三 八 零 两", "zh") == "13802"
+    assert words_to_digits("oh one two", "en") == "012"
+    assert words_to_digits("one banana", "en") is None  # a word that is not a digit: no match
+    assert words_to_digits("", "ko") is None and words_to_digits("one", "xx") is None
+
+
+DIGITS_MENU = """\
+name: digits
+languages: [ko]
+default_language: ko
+start: account
+prompts:
+  ask: {ko: 계좌 번호를 말씀하시거나 누르세요}
+  you_said: {ko: 말씀하신 번호는}
+  confirm: {ko: "맞으면 1번, 다시 하시려면 2번을 누르세요"}
+  bye: {ko: 감사합니다}
+nodes:
+  account:
+    type: input
+    prompt: ask
+    variable: account
+    min_digits: 1
+    max_digits: 12
+    speech: true
+    speech_threshold: 0
+    confirm: [you_said, "{digits}", confirm]
+    next: bye
+    fallback: bye
+  bye: {type: hangup, prompt: bye}
+"""
+
+
+class DigitCaller(Recorder):
+    """Says the digits (a recording), then answers the read-back with ``answers`` keys."""
+
+    def __init__(self, host_dir: Path, answer: Path, answers: str, key_next_time: str | None = None) -> None:
+        super().__init__(host_dir, answer)
+        self.answers = list(answers)
+        self.read_back: list[str] = []
+        self.key_next_time = key_next_time  # asked again, the caller keys instead (first key)
+
+    async def record_file(self, path: str, file_format: str = "wav", escape_digits: str = "#", *,
+                          timeout_ms: int = 10000, silence_seconds: int | None = 2,
+                          beep: bool = False) -> RecordResult:
+        if self.paths and self.key_next_time:
+            self.paths.append(path)
+            return RecordResult("dtmf", self.key_next_time, 0)
+        return await super().record_file(path, file_format, escape_digits, timeout_ms=timeout_ms,
+                                          silence_seconds=silence_seconds, beep=beep)
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str | None:
+        return None
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
+        self.read_back.append(digits)
+        return None
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        return self.answers.pop(0) if self.answers else None
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        pass
+
+
+async def test_spoken_digits_are_read_back_and_taken_only_when_confirmed(engine: SpeechEngine, utterances: Path,
+                                                                         tmp_path: Path) -> None:
+    """With the real model: whatever digits it hears are read back; 1 takes them, 2 asks again (and
+    the caller may key them instead). The small Korean model mishears espeak's digits often, which
+    is what the confirmation is for."""
+    synthesize("삼 오 칠 구", "ko", utterances / "digits.wav")
+    menu = parse_menu_text(DIGITS_MENU)
+    speech = SpeechService(engine, Recordings(str(tmp_path), tmp_path))
+
+    confirming = DigitCaller(tmp_path, utterances / "digits.wav", "1")
+    call = CallContext("d.1", "010", "", CustomerClass.PUBLIC, "ko")
+    await MenuEngine(menu, PromptLibrary("/p"), speech=speech).run(confirming, call)
+    (heard,) = confirming.read_back
+    assert heard.isdigit() and call.variables["account"] == heard
+    assert call.inputs["account_said"].startswith("confirmed:")
+
+    rejecting = DigitCaller(tmp_path, utterances / "digits.wav", "2" + "579#", key_next_time="3")
+    call = CallContext("d.2", "010", "", CustomerClass.PUBLIC, "ko")
+    await MenuEngine(menu, PromptLibrary("/p"), speech=speech).run(rejecting, call)
+    assert len(rejecting.read_back) == 1 and call.inputs["account_said"] == "rejected"
+    assert call.variables["account"] == "3579"  # then keyed in
+    assert list(tmp_path.glob("*.sln")) == []  # recordings deleted after recognition
