@@ -207,7 +207,8 @@ class Hotline:
         self.callbacks = Callbacks(self.ami, self.redis, self.current_rules, outcomes=self.outcomes)
         self.watchdog = OutcomeWatchdog(self.ami, self.redis, self.outcomes, self.states,
                                         lambda: self.current_menu().name, self.router.fallback_queue)
-        self.revisits = ReturnVisits(self.ami, self.redis, self.tickets, self.current_rules, outcomes=self.outcomes)
+        self.revisits = ReturnVisits(self.ami, self.redis, self.tickets, self.current_rules, outcomes=self.outcomes,
+                                     has_script=lambda: self.current_menu().revisit is not None)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.revisits.run(), name="return-visits"))
         self._tasks.append(asyncio.create_task(run_recording_expiry(recordings.host_dir, s.recordings_keep_days),

@@ -16,7 +16,7 @@ from typing import Protocol
 from ivr.agi.channel import Channel
 from ivr.menu.schema import Menu, Revisit
 from ivr.selfservice import BackendUnavailable
-from ivr.tickets import Ticket, TicketStore
+from ivr.tickets import Ticket, TicketProblem, TicketStore
 from routing.revisits import TICKET_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class PromptPaths(Protocol):
 
 
 class VisitResults(Protocol):
-    async def answered(self, leg: str, ticket: Ticket, resolved: bool | None, score: int | None,
+    async def answered(self, leg: str, number: str, resolved: bool | None, score: int | None,
                        answered_at: float) -> None: ...
 
 
@@ -75,8 +75,8 @@ class RevisitCall:
             visits = self._visits()
             if visits is not None:
                 try:
-                    await visits.answered(leg, ticket, resolved, score, answered_at)
-                except BackendUnavailable as exc:
+                    await visits.answered(leg, ticket.number, resolved, score, answered_at)
+                except (BackendUnavailable, TicketProblem) as exc:
                     log.error("return visit %s: result not stored on ticket %s: %s", leg, ticket.number, exc)
 
     async def _read_intro(self, channel: Channel, script: Revisit, ticket: Ticket, language: str) -> str | None:

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
-from ivr.agi.channel import AgiCommandFailed, RecordResult
+from ivr.agi.channel import AgiCommandFailed, ChannelHangup, RecordResult
 from ivr.menu.schema import Severity
 from ivr.selfservice import BackendUnavailable
 from ivr.speech.listen import settled_size
@@ -138,7 +138,7 @@ class TicketStore:
                 origin_uniqueid=origin_uniqueid, description_audio=description_audio,
                 history=[{"at": now, "status": TicketStatus.OPEN.value}],
             )
-            await self._write(ticket)
+            await self._write(ticket, new=True)
             return ticket
 
         ticket: Ticket = await self._guarded(work())
@@ -146,9 +146,10 @@ class TicketStore:
                  self._deadline_hours(severity))
         return ticket
 
-    async def _write(self, ticket: Ticket) -> None:
+    async def _write(self, ticket: Ticket, *, new: bool = False) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(TICKET_KEY.format(number=ticket.number), ticket.to_json(), ex=TICKET_TTL)
+        # A new ticket never overwrites one (a sequence counter lost to a Redis restart would).
+        pipe.set(TICKET_KEY.format(number=ticket.number), ticket.to_json(), ex=TICKET_TTL, nx=new)
         pipe.zadd(INDEX_KEY, {ticket.number: ticket.created_at})
         if ticket.phone:
             pipe.zadd(PHONE_KEY.format(phone=ticket.phone), {ticket.number: ticket.created_at})
@@ -162,7 +163,7 @@ class TicketStore:
         if TICKET_NUMBER.match(number) is None:
             return None
         raw = await self._guarded(self._redis.get(TICKET_KEY.format(number=number)))
-        return Ticket.from_json(raw) if raw else None
+        return _parse(number, raw)
 
     async def latest_for(self, phone: str) -> Ticket | None:
         """The caller's most recent ticket (status by phone)."""
@@ -183,34 +184,75 @@ class TicketStore:
                 tickets.append(ticket)
         return tickets
 
+    async def update(self, number: str, change: Callable[[Ticket], None]) -> Ticket:
+        """Read, change and write one ticket atomically (WATCH/MULTI, retried on a concurrent write),
+        so an admin's closing and a return visit's result never overwrite each other. ``change``
+        may raise TicketProblem to refuse; nothing is written then."""
+
+        async def work() -> Ticket:
+            key = TICKET_KEY.format(number=number)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        ticket = _parse(number, await pipe.get(key))
+                        if ticket is None:
+                            raise TicketProblem(f"no ticket {number}")
+                        change(ticket)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(key, ticket.to_json(), ex=TICKET_TTL)
+                        await pipe.execute()
+                        return ticket
+                    except WatchError:
+                        continue  # written meanwhile: read it again
+
+        if TICKET_NUMBER.match(number) is None:
+            raise TicketProblem(f"no ticket {number}")
+        ticket: Ticket = await self._guarded(work())
+        return ticket
+
     async def set_status(self, number: str, status: TicketStatus, *, result: str = "", note: str = "") -> Ticket:
         """An admin's change (CLI or API). Closing needs a result code
         (routing.revisits.close_ticket also schedules the return visit)."""
-        ticket = await self.get(number)
-        if ticket is None:
-            raise TicketProblem(f"no ticket {number}")
-        if status == ticket.status:
-            raise TicketProblem(f"ticket {number} is already {status.value}")
         if status == TicketStatus.CLOSED and not re.fullmatch(r"[a-z0-9_]{1,32}", result):
             raise TicketProblem("closing needs a result code (letters, digits, _), e.g. resolved")
         now = self._clock()
-        ticket.status = status
-        if status == TicketStatus.CLOSED:
-            ticket.closed_at, ticket.result, ticket.closings = now, result, ticket.closings + 1
-        if note:
-            ticket.note = note[:500]
-        ticket.history.append({"at": now, "status": status.value, **({"result": result} if result else {})})
-        await self.save(ticket)
+
+        def change(ticket: Ticket) -> None:
+            if status == ticket.status:
+                raise TicketProblem(f"ticket {number} is already {status.value}")
+            ticket.status = status
+            if status == TicketStatus.CLOSED:
+                ticket.closed_at, ticket.result, ticket.closings = now, result, ticket.closings + 1
+                if ticket.revisit:  # the previous closing's visit stays in the history
+                    ticket.history.append({"at": now, "revisit": ticket.revisit})
+                    ticket.revisit = None
+            if note:
+                ticket.note = note[:500]
+            ticket.history.append({"at": now, "status": status.value, **({"result": result} if result else {})})
+
+        ticket = await self.update(number, change)
         log.info("ticket %s %s%s", number, status.value, f" ({result})" if result else "")
         return ticket
 
-    async def reopen(self, ticket: Ticket, why: str) -> None:
-        """The customer says the fault is still there: open again, with a fresh deadline."""
+    def reopen(self, ticket: Ticket, why: str) -> None:
+        """(Inside an update.) The customer says the fault is still there: open again, with a
+        fresh deadline."""
         now = self._clock()
         ticket.status = TicketStatus.REOPENED
         ticket.deadline_at = now + self._deadline_hours(ticket.severity) * 3600
         ticket.history.append({"at": now, "status": TicketStatus.REOPENED.value, "why": why})
-        await self.save(ticket)
+
+
+def _parse(number: str, raw: str | bytes | None) -> Ticket | None:
+    """A stored ticket; an unreadable one is logged and treated as missing, never a crash mid-call."""
+    if not raw:
+        return None
+    try:
+        return Ticket.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("ticket %s is unreadable in Redis: %s", number, exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -220,28 +262,32 @@ class DescriptionFolder:
     asterisk_dir: str
     host_dir: Path
 
-    async def record(self, recorder: Recorder, uniqueid: str, max_seconds: int) -> str:
+    async def record(self, recorder: Recorder, uniqueid: str, max_seconds: int) -> tuple[str, ChannelHangup | None]:
         """Record the caller's description (a beep, then until silence, # or the cap). Returns the
-        kept file's host path, or "" when nothing was said or it could not be written."""
+        kept file's host path ("" when nothing was said or it could not be written) and whether the
+        caller hung up meanwhile (what they said before hanging up is kept all the same)."""
         name = f"{re.sub(r'[^A-Za-z0-9.-]', '_', uniqueid)[:64]}-{uuid.uuid4().hex[:8]}"
         audio = self.host_dir / f"{name}.sln"
+        hung_up: ChannelHangup | None = None
         try:
             await asyncio.to_thread(self.host_dir.mkdir, parents=True, exist_ok=True)
             result = await recorder.record_file(
                 f"{self.asterisk_dir.rstrip('/')}/{name}", "sln", "#", timeout_ms=max_seconds * 1000,
                 silence_seconds=3, beep=True,
             )
+            if result.ended_by == "writefile":
+                log.warning("call %s: description could not be written (disk full?)", uniqueid)
+                return "", None
+        except ChannelHangup as hangup:
+            hung_up = hangup
         except (AgiCommandFailed, OSError) as exc:
             log.warning("call %s: description not recorded: %s", uniqueid, exc)
-            return ""
-        if result.ended_by == "writefile":
-            log.warning("call %s: description could not be written (disk full?)", uniqueid)
-            return ""
+            return "", None
         size = await settled_size(audio)
         if not size:
             await asyncio.to_thread(audio.unlink, missing_ok=True)
-            return ""
-        return str(audio)
+            return "", hung_up
+        return str(audio), hung_up
 
 
 def describe(ticket: Ticket, now: float) -> str:

@@ -145,7 +145,7 @@ async def speech(request: web.Request) -> web.Response:
 
 
 def _ticket_view(ticket: Ticket) -> dict[str, object]:
-    return {**asdict(ticket), "phone": mask_number(ticket.phone)}
+    return {**asdict(ticket), "phone": mask_number(ticket.phone), "account": mask_number(ticket.account)}
 
 
 async def tickets(request: web.Request) -> web.Response:

@@ -232,6 +232,10 @@ class Revisits(_Strict):
     retries: int = Field(2, ge=0, le=5)
     retry_after: int = Field(1800, ge=1, le=86400)
     dial: DialString | None = Field(None, description="like callbacks.dial; default: the callbacks' dial string")
+    caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{3,20}$")] = Field(
+        "10000", description="the number the customer sees calling (the hotline's)"
+    )
+    caller_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._-]{1,40}$")] = "Hotline"
 
     _check_dial = field_validator("dial")(lambda value: value if value is None else Callbacks._placeholder(value))
 
@@ -260,6 +264,14 @@ class RoutingRules(_Strict):
     callbacks: Callbacks = Field(default_factory=lambda: Callbacks())
     tickets: Tickets = Field(default_factory=lambda: Tickets())
     revisits: Revisits = Field(default_factory=lambda: Revisits())
+
+    @model_validator(mode="after")
+    def _revisit_hours_in_the_hotline_zone(self) -> RoutingRules:
+        """Calling hours without a zone of their own are the hotline's local time, not UTC."""
+        if "hours" not in self.revisits.model_fields_set:
+            hours = self.revisits.hours.model_copy(update={"timezone": self.hours.timezone})
+            object.__setattr__(self, "revisits", self.revisits.model_copy(update={"hours": hours}))
+        return self
 
     def revisit_dial(self, number: str) -> str:
         return (self.revisits.dial or self.callbacks.dial).replace("{number}", number)

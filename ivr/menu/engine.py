@@ -456,10 +456,10 @@ class MenuEngine:
         if desk is None:
             call.inputs[node_id] = "unavailable"
             return node.fallback
-        audio = ""
+        audio, hung_up = "", None
         if node.describe_prompt:
             await voice.stream_file(self._prompt(node.describe_prompt, call))
-            audio = await desk.descriptions.record(voice, call.uniqueid, node.max_seconds)
+            audio, hung_up = await desk.descriptions.record(voice, call.uniqueid, node.max_seconds)
         severity = node.severity_by_class.get(call.customer_class, node.severity)
         try:
             ticket = await desk.store.open(
@@ -470,11 +470,15 @@ class MenuEngine:
         except BackendUnavailable as exc:
             log.warning("call %s: no ticket opened at %s: %s", call.uniqueid, node_id, exc)
             call.inputs[node_id] = "unavailable"
+            if hung_up is not None:
+                raise hung_up from None
             if node.unavailable_prompt:
                 await voice.stream_file(self._prompt(node.unavailable_prompt, call))
             return node.fallback
         call.tickets.append(ticket.number)
         call.inputs[node_id] = f"opened:{ticket.number}"
+        if hung_up is not None:  # the report stands (the caller described it); nobody is left to hear the number
+            raise hung_up
         for part in node.read_back:
             if part == "{ticket}":
                 await voice.say_digits(ticket.number)

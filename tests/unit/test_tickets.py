@@ -1,5 +1,6 @@
 """Work orders in the IVR and their return visits' scheduling, against a real Redis."""
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from ivr.agi.channel import RecordResult
+from ivr.agi.channel import ChannelHangup, HangupReason, RecordResult
 from ivr.menu.engine import CallContext, MenuEngine, SelfServed
 from ivr.menu.loader import parse_menu_text
 from ivr.menu.schema import CustomerClass, Severity
@@ -16,8 +17,9 @@ from ivr.retention import expire_recordings
 from ivr.selfservice import BackendUnavailable
 from ivr.tickets import DescriptionFolder, TicketDesk, TicketProblem, TicketStatus, TicketStore
 from ivr.yamldoc import ConfigError
-from routing.revisits import CLAIM_KEY, DUE_KEY, close_ticket, schedule
-from routing.rules import RoutingRules
+from routing.ami import AmiClient
+from routing.revisits import CLAIM_KEY, DUE_KEY, ReturnVisits, close_ticket, schedule
+from routing.rules import Hours, Revisits, RoutingRules
 from tests.unit.test_selfservice import Caller
 
 MENU_TEXT = """\
@@ -222,3 +224,77 @@ def test_kept_recordings_expire(tmp_path: Path) -> None:
     os.utime(other, (time.time() - 40 * 86400,) * 2)
     assert expire_recordings(tmp_path, 30 * 86400) == 1
     assert not old.exists() and new.exists() and other.exists()  # only audio, only old
+
+
+def visits(redis: Redis, store: TicketStore, rules: RoutingRules, now: float) -> ReturnVisits:
+    """The dialler's bookkeeping (no Originate is made in these tests: AMI is never connected)."""
+    return ReturnVisits(AmiClient("127.0.0.1", 1, "u", "s"), redis, store, lambda: rules, clock=lambda: now)
+
+
+async def test_no_visit_is_dialled_outside_calling_hours(redis: Redis) -> None:
+    await redis.flushdb()
+    rules = RULES.model_copy(update={"revisits": Revisits(hours=Hours(weekly={"mon": []}))})  # never open
+    store = store_of(redis)
+    ticket = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000004")
+    await close_ticket(store, redis, rules, ticket.number, "resolved")
+    assert await visits(redis, store, rules, time.time()).dial_due() == 0
+    assert await redis.zscore(DUE_KEY, f"{ticket.number}:1") is not None  # still due, untouched
+
+
+def test_calling_hours_are_the_hotline_local_time_unless_given() -> None:
+    from routing.rules import parse_rules_text
+
+    base = "name: t\nskills: {general: {queue: q}}\nfallback_skill: general\nhours: {timezone: Asia/Shanghai}\n"
+    assert parse_rules_text(base).revisits.hours.timezone == "Asia/Shanghai"
+    own = parse_rules_text(base + "revisits: {hours: {timezone: Europe/Paris}}\n")
+    assert own.revisits.hours.timezone == "Europe/Paris"
+
+
+async def test_a_late_or_repeated_failure_report_changes_nothing(redis: Redis) -> None:
+    """Every AMI session sees every OriginateResponse, and an answered visit must never be retried."""
+    await redis.flushdb()
+    now = time.time()
+    store = store_of(redis, now)
+    ticket = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000005")
+    await close_ticket(store, redis, RULES, ticket.number, "resolved", now=now)
+    dialler = visits(redis, store, RULES, now)
+    await store.update(ticket.number, lambda t: t.revisit.update(status="dialling", attempts=1))  # type: ignore[union-attr]
+    leg = f"rv-{ticket.number}-1-1"
+    await dialler.answered(leg, ticket.number, True, 5, now)
+    assert await redis.zscore(DUE_KEY, f"{ticket.number}:1") is None  # done: no lease left to redial
+    await dialler._attempt_failed(leg, "NOANSWER")  # a stale report for the same leg
+    after = await store.get(ticket.number)
+    assert after is not None and after.revisit is not None
+    assert after.revisit["status"] == "done" and after.revisit["results"] == ["ANSWER"]
+    assert await redis.zscore(DUE_KEY, f"{ticket.number}:1") is None
+
+
+async def test_two_admins_closing_at_once_make_one_closing(redis: Redis) -> None:
+    await redis.flushdb()
+    store = store_of(redis)
+    ticket = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000006")
+    results = await asyncio.gather(close_ticket(store, redis, RULES, ticket.number, "resolved"),
+                                   close_ticket(store, redis, RULES, ticket.number, "replaced"),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, TicketProblem) for r in results) == 1
+    closed = await store.get(ticket.number)
+    assert closed is not None and closed.closings == 1 and closed.revisit is not None
+    assert await redis.zcard(DUE_KEY) == 1
+
+
+async def test_a_caller_hanging_up_after_describing_still_gets_the_ticket(redis: Redis, tmp_path: Path) -> None:
+    await redis.flushdb()
+    store = store_of(redis)
+
+    class HangsUp(Reporter):
+        async def record_file(self, path: str, file_format: str = "wav", escape_digits: str = "#", *,
+                              timeout_ms: int = 10000, silence_seconds: int | None = 2,
+                              beep: bool = False) -> RecordResult:
+            await super().record_file(path, file_format, escape_digits)
+            raise ChannelHangup(HangupReason.RESULT_MINUS_ONE)
+
+    context = call()
+    with pytest.raises(ChannelHangup):
+        await engine(store, tmp_path).run(HangsUp("1", tmp_path), context)
+    ticket = await store.get(context.tickets[0])
+    assert ticket is not None and Path(ticket.description_audio).stat().st_size > 0
