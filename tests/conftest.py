@@ -20,6 +20,16 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+def add_silence(path: Path, seconds: float) -> None:
+    """Append silence to an 8 kHz 16-bit mono WAV: a phone keeps sending (silent) audio after the
+    caller's words, and that is what ends a recording or a barge-in."""
+    with wave.open(str(path), "rb") as source:
+        params, frames = source.getparams(), source.readframes(source.getnframes())
+    with wave.open(str(path), "wb") as target:
+        target.setparams(params)
+        target.writeframes(frames + b"\x00\x00" * int(params.framerate * seconds))
+
+
 def write_noise(path: Path, seconds: float = 1.5) -> None:
     """Loud broadband noise, 8 kHz 16-bit mono WAV: nothing a caller would say."""
     rng = random.Random(7)

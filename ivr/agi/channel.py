@@ -83,6 +83,12 @@ class DigitsResult:
 
 
 @dataclass(frozen=True)
+class TalkResult:
+    digit: str | None  # a key that stopped the prompt
+    talked_ms: int | None  # the caller spoke this long (then fell silent) while it played
+
+
+@dataclass(frozen=True)
 class RecordResult:
     ended_by: str  # "dtmf", "timeout", "silence" (Asterisk reports it as timeout / randomerror)
     digit: str | None
@@ -371,6 +377,30 @@ class Channel:
         if code == -2:
             raise AgiCommandError(reply)
         return code if code is not None else 0
+
+    async def play_detecting_talk(self, path: str, *, silence_ms: int, min_ms: int, max_ms: int,
+                                  max_seconds: float = 120.0) -> TalkResult:
+        """Play a prompt that the caller's speech interrupts (Asterisk's BackgroundDetect): it stops
+        once the caller said something between ``min_ms`` and ``max_ms`` long followed by
+        ``silence_ms`` of silence, or on a key (any key: the dialplan context lets every key match)."""
+        await self.set_variable("TALK_DETECTED", "")
+        code = await self.exec("BackgroundDetect", path, str(silence_ms), str(min_ms), str(max_ms),
+                               max_seconds=max_seconds)
+        digit = chr(code) if 0 < code < 128 and chr(code) in DTMF_DIGITS else None
+        talked = await self.get_variable("TALK_DETECTED")
+        return TalkResult(digit, int(talked) if talked and talked.isdigit() else None)
+
+    async def start_capture(self, received_path: str, mixed_path: str) -> None:
+        """Keep what the caller says from now on (MixMonitor; ``received_path``: their side only)."""
+        await self.exec("MixMonitor", mixed_path, f"r({received_path})")
+
+    async def stop_capture(self) -> None:
+        """Stop the capture (a caller who hung up stopped it already)."""
+        if self.state is ChannelState.LIVE:
+            try:
+                await self.exec("StopMixMonitor")
+            except (ChannelHangup, AgiCommandFailed):
+                pass
 
     async def verbose(self, message: str, level: int = 3) -> None:
         await self._execute("VERBOSE", message, level, dead_ok=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from datetime import time as dtime
 from typing import TYPE_CHECKING, Protocol
 
-from ivr.agi.channel import DTMF_DIGITS, RecordResult
+from ivr.agi.channel import DTMF_DIGITS, RecordResult, TalkResult
 from ivr.menu.graph import fallback_of
 from ivr.menu.schema import (
     BranchNode,
@@ -63,6 +63,10 @@ class Voice(Protocol):
     async def say_number(self, number: int, escape_digits: str = "") -> str | None: ...
     async def say_digits(self, digits: str, escape_digits: str = "") -> str | None: ...
     async def say_date(self, epoch_seconds: int, escape_digits: str = "") -> str | None: ...
+    async def start_capture(self, received_path: str, mixed_path: str) -> None: ...
+    async def stop_capture(self) -> None: ...
+    async def play_detecting_talk(self, path: str, *, silence_ms: int, min_ms: int, max_ms: int,
+                                  max_seconds: float = 120.0) -> TalkResult: ...
 
 
 class PromptPaths(Protocol):
@@ -332,11 +336,17 @@ class MenuEngine:
             return node.fallback
         for attempt in range(node.retries + 1):
             prompt = node.prompt if attempt == 0 else (node.no_match_prompt or node.prompt)
-            digit = await voice.stream_file(self._prompt(prompt, call), escape)
-            if digit in keys:
-                call.inputs[node_id] = f"key:{digit}"
-                return keys[digit]
-            heard = await speech.listen(voice, call.uniqueid, node_id, node, call.language, escape)
+            if node.barge_in:  # the caller may answer over the prompt
+                heard = await speech.listen(voice, call.uniqueid, node_id, node, call.language, escape,
+                                            over_prompt=self._prompt(prompt, call))
+                if heard.barged_in:
+                    call.inputs[f"{node_id}_barge_in"] = "spoke_over_prompt"
+            else:
+                digit = await voice.stream_file(self._prompt(prompt, call), escape)
+                if digit in keys:
+                    call.inputs[node_id] = f"key:{digit}"
+                    return keys[digit]
+                heard = await speech.listen(voice, call.uniqueid, node_id, node, call.language, escape)
             if heard.key in keys:
                 call.inputs[node_id] = f"key:{heard.key}"
                 return keys[heard.key]

@@ -196,6 +196,7 @@ class ListenNode(_Strict):
     no_match_prompt: PromptId | None = None
     fallback: NodeId = Field(description="the DTMF menu: after the retries, or whenever speech is unavailable")
     keep_recording: bool = Field(False, description="keep the caller's audio (else deleted after recognition)")
+    barge_in: bool = Field(False, description="the caller may speak over the prompt (it stops when they are done)")
 
     @model_validator(mode="after")
     def _distinct_keys_and_phrases(self) -> ListenNode:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from ivr.agi.channel import AgiCommandFailed, RecordResult
+from ivr.agi.channel import AgiCommandFailed, RecordResult, TalkResult
 from ivr.menu.schema import ListenNode
 from ivr.speech.digits import digit_words, words_to_digits
 from ivr.speech.recognizer import SpeechEngine, SpeechUnavailable
@@ -54,6 +54,13 @@ class Recorder(Protocol):
     ) -> RecordResult: ...
 
 
+class BargeInVoice(Recorder, Protocol):
+    async def start_capture(self, received_path: str, mixed_path: str) -> None: ...
+    async def stop_capture(self) -> None: ...
+    async def play_detecting_talk(self, path: str, *, silence_ms: int, min_ms: int, max_ms: int,
+                                  max_seconds: float = 120.0) -> TalkResult: ...
+
+
 @dataclass(frozen=True)
 class Recordings:
     """One folder seen from both sides."""
@@ -70,6 +77,7 @@ class Heard:
     confidence: float = 0.0
     unavailable: str | None = None  # why speech cannot be used for this call (DTMF then)
     recording: str | None = None  # kept recording (keep_recording), host path
+    barged_in: bool = False  # the caller spoke over the prompt
 
 
 @dataclass
@@ -110,13 +118,19 @@ class SpeechService:
     def count_fallback(self, node_id: str) -> None:
         self.metrics.setdefault(node_id, NodeMetrics()).fallbacks += 1
 
-    async def listen(self, recorder: Recorder, uniqueid: str, node_id: str, node: ListenNode, language: str,
-                     escape_digits: str) -> Heard:
-        """Record one answer and match it to an intent. A caller hanging up surfaces as ChannelHangup."""
+    async def listen(self, recorder: BargeInVoice, uniqueid: str, node_id: str, node: ListenNode,
+                     language: str, escape_digits: str, *, over_prompt: str | None = None) -> Heard:
+        """Record one answer and match it to an intent; with ``over_prompt``, play that prompt while
+        listening (barge-in). A caller hanging up surfaces as ChannelHangup."""
         phrases = sorted({p for intent in node.intents.values() for p in intent.phrases.get(language, [])})
-        heard = await self.capture(recorder, uniqueid, node_id, language, escape_digits, phrases,
-                                   max_seconds=node.max_seconds, silence_seconds=node.silence_seconds,
-                                   keep=node.keep_recording)
+        if over_prompt is not None:
+            heard = await self.capture_over_prompt(
+                recorder, uniqueid, node_id, language, over_prompt, escape_digits, phrases,
+                max_seconds=node.max_seconds, silence_seconds=node.silence_seconds, keep=node.keep_recording)
+        else:
+            heard = await self.capture(recorder, uniqueid, node_id, language, escape_digits, phrases,
+                                       max_seconds=node.max_seconds, silence_seconds=node.silence_seconds,
+                                       keep=node.keep_recording)
         metrics = self.metrics[node_id]
         if heard.text and heard.confidence >= node.threshold:
             said = _normalize(heard.text)
@@ -170,31 +184,87 @@ class SpeechService:
             if result.ended_by == "writefile":  # Asterisk could not write: disk full, folder gone
                 metrics.errors += 1
                 return Heard(unavailable="recording could not be written")
-            size = await settled_size(audio)
-            if size is None and result.end_position > 0:  # Asterisk recorded, we cannot see it: a folder mix-up
-                log.error("recording %s not found in %s: check the recordings folders", name,
-                          self.recordings.host_dir)
-                metrics.errors += 1
-                return Heard(unavailable="recording not found")
-            if not size:
-                return Heard()  # nothing recorded
-            try:
-                recognition = await self.engine.recognize(audio, language, phrases)
-            except SpeechUnavailable as exc:
-                metrics.errors += 1
-                return Heard(unavailable=str(exc))
-            metrics.recognitions += 1
-            metrics.latency_total += recognition.seconds
-            metrics.latency_max = max(metrics.latency_max, recognition.seconds)
-            kept = keep
-            return Heard(text=recognition.text, confidence=recognition.confidence,
-                         recording=str(audio) if keep else None)
+            heard = await self._recognize(audio, name, result.end_position > 0, language, phrases, metrics, keep)
+            kept = heard.recording is not None
+            return heard
         except OSError as exc:
             metrics.errors += 1
             return Heard(unavailable=f"recording folder unusable: {exc}")
         finally:
             if not kept:
                 await asyncio.to_thread(audio.unlink, missing_ok=True)
+
+    async def _recognize(self, audio: Path, name: str, recorded: bool, language: str, phrases: list[str] | None,
+                         metrics: NodeMetrics, keep: bool) -> Heard:
+        size = await settled_size(audio)
+        if size is None and recorded:  # Asterisk recorded, we cannot see it: a folder mix-up
+            log.error("recording %s not found in %s: check the recordings folders", name, self.recordings.host_dir)
+            metrics.errors += 1
+            return Heard(unavailable="recording not found")
+        if not size:
+            return Heard()  # nothing recorded
+        try:
+            recognition = await self.engine.recognize(audio, language, phrases)
+        except SpeechUnavailable as exc:
+            metrics.errors += 1
+            return Heard(unavailable=str(exc))
+        metrics.recognitions += 1
+        metrics.latency_total += recognition.seconds
+        metrics.latency_max = max(metrics.latency_max, recognition.seconds)
+        return Heard(text=recognition.text, confidence=recognition.confidence,
+                     recording=str(audio) if keep else None)
+
+    async def capture_over_prompt(self, voice: BargeInVoice, uniqueid: str, node_id: str, language: str,
+                                  prompt: str, escape_digits: str, phrases: list[str] | None, *,
+                                  max_seconds: int, silence_seconds: int, keep: bool) -> Heard:
+        """Barge-in: the caller may answer while the prompt plays. Their side of the call is captured
+        from the prompt's start (MixMonitor), so words said over the prompt are not lost; the prompt
+        stops once they have spoken and fallen silent (BackgroundDetect), or on a key. If the prompt
+        ends first, listening goes on until silence, as without barge-in. ``Heard.barged_in`` says
+        whether the caller spoke over the prompt."""
+        metrics = self.metrics.setdefault(node_id, NodeMetrics())
+        metrics.attempts += 1
+        name = f"{_safe(uniqueid)}-{_safe(node_id)}-{uuid.uuid4().hex[:8]}"
+        inside = self.recordings.asterisk_dir.rstrip("/")
+        received = self.recordings.host_dir / f"{name}-rx.sln"
+        leftovers = [self.recordings.host_dir / f"{name}-mix.sln", self.recordings.host_dir / f"{name}-rest.sln"]
+        kept = False
+        try:
+            await asyncio.to_thread(self.recordings.host_dir.mkdir, parents=True, exist_ok=True)
+            talked: int | None = None
+            try:
+                await voice.start_capture(f"{inside}/{name}-rx.sln", f"{inside}/{name}-mix.sln")
+                try:
+                    talk = await voice.play_detecting_talk(prompt, silence_ms=silence_seconds * 1000, min_ms=250,
+                                                           max_ms=max_seconds * 1000)
+                    if talk.digit:
+                        metrics.keys += 1
+                        return Heard(key=talk.digit)
+                    talked = talk.talked_ms
+                    if talked is None:  # the prompt ended first: listen on until silence
+                        result = await voice.record_file(f"{inside}/{name}-rest", "sln", escape_digits,
+                                                         timeout_ms=max_seconds * 1000,
+                                                         silence_seconds=silence_seconds)
+                        if result.digit:
+                            metrics.keys += 1
+                            return Heard(key=result.digit)
+                        if result.ended_by == "writefile":
+                            metrics.errors += 1
+                            return Heard(unavailable="recording could not be written")
+                finally:
+                    await voice.stop_capture()
+            except AgiCommandFailed as exc:
+                metrics.errors += 1
+                return Heard(unavailable=f"capture failed: {exc}")
+            heard = await self._recognize(received, name, True, language, phrases, metrics, keep)
+            kept = heard.recording is not None
+            return replace(heard, barged_in=talked is not None)
+        except OSError as exc:
+            metrics.errors += 1
+            return Heard(unavailable=f"recording folder unusable: {exc}")
+        finally:
+            for path in leftovers if kept else [received, *leftovers]:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -13,7 +13,7 @@ from ivr.menu.loader import load_menu
 from ivr.outcomes import Disposition
 from ivr.prompts import build_prompts, synthesize
 from ivr.speech.recognizer import SpeechEngine
-from tests.conftest import write_noise
+from tests.conftest import add_silence, write_noise
 from tests.e2e.conftest import Calls
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +34,8 @@ async def korean(hotline: Hotline) -> AsyncIterator[dict[str, str]]:
     host.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(synthesize, "요금 안내", "ko", host / "bill.wav")
     await asyncio.to_thread(write_noise, host / "noise.wav")
+    for said in ("bill.wav", "noise.wav"):
+        await asyncio.to_thread(add_silence, host / said, 3.0)
     deadline = time.monotonic() + 60
     while not hotline.speech.available("ko") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -56,6 +58,16 @@ async def test_a_spoken_intent_routes_to_its_branch(hotline: Hotline, calls: Cal
     assert metrics["matches"] >= 1 and metrics["latency_max"] > 0
     leftovers = list(hotline.speech.recordings.host_dir.glob(f"{uniqueid}*"))
     assert leftovers == []  # the caller's audio is deleted after recognition
+
+
+async def test_the_caller_may_speak_over_the_prompt(hotline: Hotline, calls: Calls, korean: dict[str, str]) -> None:
+    """Barge-in: the caller says what they want while the (long) question still plays; the prompt
+    stops once they fall silent (Asterisk's talk detection), and the words said over it count."""
+    uniqueid = await calls.dial(wait=2.5, hold=15, extra={"__CALLER_PLAY": korean["bill"]})
+    record = await calls.outcome(uniqueid)
+    assert record.inputs.get("ask_barge_in") == "spoke_over_prompt", record.inputs
+    assert record.inputs["ask"].startswith("said:bill:"), record.inputs
+    assert record.menu_path == ["welcome", "ask", "bill"]
 
 
 async def test_noise_then_silence_reprompts_then_falls_back_to_dtmf(calls: Calls, korean: dict[str, str]) -> None:

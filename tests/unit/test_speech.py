@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.agi.channel import RecordResult
+from ivr.agi.channel import RecordResult, TalkResult
 from ivr.config import Settings
 from ivr.menu.engine import CallContext, MenuEngine
 from ivr.menu.loader import load_menu, parse_menu_text
@@ -170,12 +170,14 @@ async def test_the_korean_menu_by_voice_and_a_menu_that_also_listens(engine: Spe
     prompts = PromptLibrary("/srv/p")
     context = CallContext("1.2", "13800000001", "", CustomerClass.PUBLIC, "ko")
     caller = SpeakingCaller(tmp_path, [utterances / "noise.wav", utterances / "agent.wav"])
-    ending = await MenuEngine(load_menu(KOREAN_MENU), prompts, speech=service).run(caller, context)
+    # Answers after the prompt (barge-in has its own test, with a channel that can capture).
+    without_barge_in = KOREAN_MENU.read_text().replace("barge_in: true", "barge_in: false")
+    ending = await MenuEngine(parse_menu_text(without_barge_in), prompts, speech=service).run(caller, context)
     assert ending == RouteRequest("general")  # no match, the reprompt, then "상담원 연결"
     assert caller.played[:3] == ["/srv/p/ko/welcome", "/srv/p/ko/ask", "/srv/p/ko/ask_again"]
     assert context.inputs["ask"].startswith("said:agent:")
 
-    keys_by_voice = KOREAN_MENU.read_text().replace(
+    keys_by_voice = without_barge_in.replace(
         'keys: {type: menu, prompt: keys, options: {"1": bill, "0": agent}, fallback: agent}',
         'keys: {type: menu, prompt: keys, options: {"1": bill, "0": agent}, fallback: agent,\n'
         '         speech: {"1": {ko: [요금 안내]}, "0": {ko: [상담원 연결]}}}',
@@ -277,3 +279,45 @@ async def test_spoken_digits_are_read_back_and_taken_only_when_confirmed(engine:
     assert len(rejecting.read_back) == 1 and call.inputs["account_said"] == "rejected"
     assert call.variables["account"] == "3579"  # then keyed in
     assert list(tmp_path.glob("*.sln")) == []  # recordings deleted after recognition
+
+
+class OverPrompt(Recorder):
+    """A channel for barge-in: what the caller says lands in the capture's received-side file."""
+
+    def __init__(self, host_dir: Path, answer: Path, talk: TalkResult) -> None:
+        super().__init__(host_dir, None)
+        self.said, self.talk = answer, talk
+        self.calls: list[str] = []
+        self.received = ""
+
+    async def start_capture(self, received_path: str, mixed_path: str) -> None:
+        self.calls.append("start")
+        self.received = received_path
+
+    async def play_detecting_talk(self, path: str, *, silence_ms: int, min_ms: int, max_ms: int,
+                                  max_seconds: float = 120.0) -> TalkResult:
+        self.calls.append(f"play:{path}")
+        with wave.open(str(self.said)) as source:  # the words, said over the prompt
+            (self.host_dir / Path(self.received).name).write_bytes(source.readframes(source.getnframes()))
+        return self.talk
+
+    async def stop_capture(self) -> None:
+        self.calls.append("stop")
+
+
+async def test_barge_in_recognises_words_said_over_the_prompt(engine: SpeechEngine, utterances: Path,
+                                                              tmp_path: Path) -> None:
+    speech = SpeechService(engine, Recordings(str(tmp_path), tmp_path))
+    spoke = OverPrompt(tmp_path, utterances / "bill.wav", TalkResult(None, 900))
+    heard = await speech.listen(spoke, "b.1", "ask", NODE, "ko", "10", over_prompt="/p/ask")
+    assert heard.intent == "bill" and heard.barged_in
+    assert spoke.calls == ["start", "play:/p/ask", "stop"] and spoke.paths == []  # no extra recording
+    assert list(tmp_path.iterdir()) == []  # capture files deleted
+
+    keyed = OverPrompt(tmp_path, utterances / "bill.wav", TalkResult("1", None))
+    heard = await speech.listen(keyed, "b.2", "ask", NODE, "ko", "10", over_prompt="/p/ask")
+    assert heard.key == "1" and keyed.calls[-1] == "stop"
+
+    waited = OverPrompt(tmp_path, utterances / "bill.wav", TalkResult(None, None))  # the prompt ended first
+    heard = await speech.listen(waited, "b.3", "ask", NODE, "ko", "10", over_prompt="/p/ask")
+    assert len(waited.paths) == 1 and heard.intent == "bill" and not heard.barged_in  # listened on
