@@ -19,6 +19,7 @@ from tests.e2e.conftest import Calls
 pytestmark = pytest.mark.e2e
 
 KOREAN_MENU = Path(__file__).resolve().parents[2] / "ivr" / "samples" / "hotline-ko.yaml"
+DIGITS_MENU = Path(__file__).resolve().parents[1] / "fixtures" / "menus" / "ko-digits.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ async def korean(hotline: Hotline) -> AsyncIterator[dict[str, str]]:
     host = hotline.pbx.host_path(inside)
     host.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(synthesize, "요금 안내", "ko", host / "bill.wav")
+    await asyncio.to_thread(synthesize, "삼 오 칠 구", "ko", host / "digits.wav")
     await asyncio.to_thread(write_noise, host / "noise.wav")
-    for said in ("bill.wav", "noise.wav"):
+    for said in ("bill.wav", "noise.wav", "digits.wav"):
         await asyncio.to_thread(add_silence, host / said, 3.0)
     deadline = time.monotonic() + 60
     while not hotline.speech.available("ko") and time.monotonic() < deadline:
@@ -42,7 +44,7 @@ async def korean(hotline: Hotline) -> AsyncIterator[dict[str, str]]:
     assert hotline.speech.available("ko"), hotline.speech.snapshot()
     sample = hotline.menu
     hotline.menu = menu
-    yield {"bill": f"{inside}/bill", "noise": f"{inside}/noise"}
+    yield {"bill": f"{inside}/bill", "noise": f"{inside}/noise", "digits": f"{inside}/digits"}
     hotline.menu = sample
 
 
@@ -95,3 +97,22 @@ async def test_a_missing_model_degrades_to_dtmf_without_a_failed_call(hotline: H
     assert record.inputs["ask"] == "speech_unavailable"
     assert record.menu_path == ["welcome", "ask", "keys", "bill"]
     assert record.disposition is Disposition.SELF_SERVED
+
+
+async def test_digits_said_are_read_back_and_taken_on_1(hotline: Hotline, calls: Calls, korean: dict[str, str]) -> None:
+    """An account number said digit by digit: recognised against the digit words, read back with
+    Asterisk's Korean digits, and taken when the caller presses 1. (The small model often mishears
+    espeak's digits: what is asserted is the flow, and that what was taken is what was read back.)"""
+    menu = load_menu(DIGITS_MENU)
+    await asyncio.to_thread(build_prompts, menu, hotline.settings.built_prompts_dir)
+    assert hotline.pbx is not None
+    await hotline.pbx.refresh()
+    korean_menu, hotline.menu = hotline.menu, menu
+    try:
+        uniqueid = await calls.dial(wait=4, hold=20, extra={"__CALLER_PLAY": korean["digits"], "__CALLER_THEN": "1"})
+        record = await calls.outcome(uniqueid, timeout=90)
+    finally:
+        hotline.menu = korean_menu
+    assert record.inputs.get("account_said", "").startswith("confirmed:"), record.inputs
+    assert record.inputs["account"].isdigit()
+    assert record.menu_path == ["account", "bye"] and record.disposition is Disposition.SELF_SERVED
