@@ -187,17 +187,24 @@ class MenuEngine:
         speech = self._speech
         if node.speech is None or speech is None or not speech.available(call.language) or call.typeahead:
             return await self._ask(voice, call, node.prompt, node.timeout)
-        digit = await voice.stream_file(self._prompt(node.prompt, call), ALL_KEYS)
-        if digit is not None:
-            return digit
         listen = self._listen_nodes.get(node_id)
         if listen is None:
             listen = self._listen_nodes[node_id] = ListenNode(
                 type="listen", prompt=node.prompt, fallback=node_id, max_seconds=min(30, int(node.timeout) + 3),
                 intents={f"option_{i}": Intent(phrases=phrases, goto=node.options[key], key=key)
                          for i, (key, phrases) in enumerate(node.speech.items())},
+                barge_in=node.barge_in,
             )
-        heard = await speech.listen(voice, call.uniqueid, node_id, listen, call.language, ALL_KEYS)
+        if node.barge_in:  # the option may be said over the prompt
+            heard = await speech.listen(voice, call.uniqueid, node_id, listen, call.language, ALL_KEYS,
+                                        over_prompt=self._prompt(node.prompt, call))
+            if heard.barged_in:
+                call.inputs[f"{node_id}_barge_in"] = "spoke_over_prompt"
+        else:
+            digit = await voice.stream_file(self._prompt(node.prompt, call), ALL_KEYS)
+            if digit is not None:
+                return digit
+            heard = await speech.listen(voice, call.uniqueid, node_id, listen, call.language, ALL_KEYS)
         if heard.key is not None:
             return heard.key
         if heard.intent is not None:

@@ -57,6 +57,7 @@ class MenuNode(_Strict):
     speech: dict[DtmfKey, dict[Language, list[Annotated[str, Field(min_length=1, max_length=80)]]]] | None = Field(
         None, description="phrases per option key: the caller may say the option instead of pressing it"
     )
+    barge_in: bool = Field(False, description="with speech: the option may be said over the prompt")
 
     @model_validator(mode="after")
     def _speech_keys_are_options(self) -> MenuNode:

@@ -10,7 +10,7 @@ import pytest
 
 from ivr.agi.channel import RecordResult, TalkResult
 from ivr.config import Settings
-from ivr.menu.engine import CallContext, MenuEngine
+from ivr.menu.engine import CallContext, MenuEngine, SelfServed
 from ivr.menu.loader import load_menu, parse_menu_text
 from ivr.menu.schema import CustomerClass, ListenNode
 from ivr.prompts import PromptLibrary, synthesize
@@ -321,3 +321,29 @@ async def test_barge_in_recognises_words_said_over_the_prompt(engine: SpeechEngi
     waited = OverPrompt(tmp_path, utterances / "bill.wav", TalkResult(None, None))  # the prompt ended first
     heard = await speech.listen(waited, "b.3", "ask", NODE, "ko", "10", over_prompt="/p/ask")
     assert len(waited.paths) == 1 and heard.intent == "bill" and not heard.barged_in  # listened on
+
+
+async def test_a_menu_option_said_over_the_prompt(engine: SpeechEngine, utterances: Path, tmp_path: Path) -> None:
+    menu = parse_menu_text("""\
+name: m
+languages: [ko]
+default_language: ko
+start: keys
+prompts: {keys: {ko: 요금 안내는 일번}, bye: {ko: 감사합니다}}
+nodes:
+  keys: {type: menu, prompt: keys, options: {"1": bye}, fallback: bye, barge_in: true,
+         speech: {"1": {ko: [요금 안내]}}}
+  bye: {type: hangup, prompt: bye}
+""")
+
+    class Caller(OverPrompt):
+        async def stream_file(self, path: str, escape_digits: str = "") -> str | None:
+            self.calls.append(f"stream:{path}")
+            return None
+
+    caller = Caller(tmp_path, utterances / "bill.wav", TalkResult(None, 800))
+    context = CallContext("m.1", "010", "", CustomerClass.PUBLIC, "ko")
+    speech = SpeechService(engine, Recordings(str(tmp_path), tmp_path))
+    assert await MenuEngine(menu, PromptLibrary("/p"), speech=speech).run(caller, context) == SelfServed("bye")
+    assert caller.calls[:3] == ["start", "play:/p/ko/keys", "stop"]  # the prompt played once, under detection
+    assert context.inputs["keys_barge_in"] == "spoke_over_prompt" and context.inputs["keys_said"].startswith("1:")
