@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from ivr.agi.channel import Channel
 from ivr.menu.schema import Menu, Revisit
 from ivr.selfservice import BackendUnavailable
@@ -29,6 +31,7 @@ class PromptPaths(Protocol):
 class VisitResults(Protocol):
     async def answered(self, leg: str, number: str, resolved: bool | None, score: int | None,
                        answered_at: float) -> None: ...
+    async def not_served(self, leg: str, result: str) -> None: ...
 
 
 class RevisitCall:
@@ -54,6 +57,12 @@ class RevisitCall:
         if ticket is None or script is None:
             log.warning("return visit %s: %s", leg, "no revisit script in the menu" if ticket else "unknown ticket")
             await channel.hangup()
+            visits = self._visits()
+            if visits is not None:
+                try:
+                    await visits.not_served(leg, "NOT_SERVED")
+                except (BackendUnavailable, TicketProblem, RedisError, OSError) as exc:
+                    log.error("return visit %s: result not stored: %s", leg, exc)
             return
         language = ticket.language if ticket.language in menu.languages else menu.default_language
         resolved: bool | None = None
@@ -76,7 +85,7 @@ class RevisitCall:
             if visits is not None:
                 try:
                     await visits.answered(leg, ticket.number, resolved, score, answered_at)
-                except (BackendUnavailable, TicketProblem) as exc:
+                except (BackendUnavailable, TicketProblem, RedisError, OSError) as exc:
                     log.error("return visit %s: result not stored on ticket %s: %s", leg, ticket.number, exc)
 
     async def _read_intro(self, channel: Channel, script: Revisit, ticket: Ticket, language: str) -> str | None:

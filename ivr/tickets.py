@@ -132,24 +132,30 @@ class TicketStore:
 
         async def work() -> Ticket:
             ticket = Ticket(
-                number=await self._number(now), category=category, severity=severity, phone=phone,
+                number="", category=category, severity=severity, phone=phone,
                 created_at=now, deadline_at=now + self._deadline_hours(severity) * 3600,
                 customer_class=customer_class, account=account, language=language,
                 origin_uniqueid=origin_uniqueid, description_audio=description_audio,
                 history=[{"at": now, "status": TicketStatus.OPEN.value}],
             )
-            await self._write(ticket, new=True)
-            return ticket
+            for _ in range(1000):
+                ticket.number = await self._number(now)
+                # A new ticket never takes an existing one's number (a sequence counter lost to a
+                # Redis restart would hand it out again): the next one is taken instead.
+                if await self._redis.set(TICKET_KEY.format(number=ticket.number), ticket.to_json(), ex=TICKET_TTL,
+                                         nx=True):
+                    await self._write(ticket)
+                    return ticket
+            raise BackendUnavailable("no free ticket number today")
 
         ticket: Ticket = await self._guarded(work())
         log.info("ticket %s opened: %s, %s, due in %g h", ticket.number, category, severity.value,
                  self._deadline_hours(severity))
         return ticket
 
-    async def _write(self, ticket: Ticket, *, new: bool = False) -> None:
+    async def _write(self, ticket: Ticket) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        # A new ticket never overwrites one (a sequence counter lost to a Redis restart would).
-        pipe.set(TICKET_KEY.format(number=ticket.number), ticket.to_json(), ex=TICKET_TTL, nx=new)
+        pipe.set(TICKET_KEY.format(number=ticket.number), ticket.to_json(), ex=TICKET_TTL)
         pipe.zadd(INDEX_KEY, {ticket.number: ticket.created_at})
         if ticket.phone:
             pipe.zadd(PHONE_KEY.format(phone=ticket.phone), {ticket.number: ticket.created_at})

@@ -202,6 +202,9 @@ class ReturnVisits:
                 return
             if visit.get("status") == "dialling":  # its last leg never reported back (lease ran out)
                 visit.setdefault("results", []).append("LOST")
+                if int(visit.get("attempts", 0)) > self._rules().revisits.retries:
+                    visit["status"] = "no_contact"  # that was the last attempt
+                    return
             visit["attempts"] = int(visit.get("attempts", 0)) + 1
             visit["status"] = "dialling"
             legs.append(leg_id(number, closing, visit["attempts"]))
@@ -254,6 +257,12 @@ class ReturnVisits:
         except (BackendUnavailable, RedisError, OSError) as exc:
             log.warning("return visit %s: result not stored (%s); its lease will dial it again", leg, exc)
 
+    async def not_served(self, leg: str, result: str) -> None:
+        """The customer answered but could not be served (the ticket unreadable, no script): the
+        attempt counts as failed, so the visit is retried or given up, never left dialling."""
+        self._in_flight.pop(leg, None)
+        await self._attempt_failed(leg, result)
+
     async def _attempt_failed(self, leg: str, result: str) -> None:
         parsed = parse_leg(leg)
         if parsed is None:
@@ -299,9 +308,13 @@ class ReturnVisits:
         parsed = parse_leg(leg)
         closing = parsed[1] if parsed else 0
 
+        attempt = parsed[2] if parsed else 0
+
         def change(ticket: Ticket) -> None:
             visit = ticket.revisit
-            if visit is None or ticket.closings != closing:
+            # Only the leg being dialled now: a late report from an earlier leg changes nothing.
+            if visit is None or ticket.closings != closing or visit.get("status") != "dialling" \
+                    or int(visit.get("attempts", 0)) != attempt:
                 return
             visit.setdefault("results", []).append("ANSWER")
             visit.update(status="done", resolved=resolved, score=score, answered_at=answered_at)

@@ -268,7 +268,7 @@ class RoutingRules(_Strict):
     @model_validator(mode="after")
     def _revisit_hours_in_the_hotline_zone(self) -> RoutingRules:
         """Calling hours without a zone of their own are the hotline's local time, not UTC."""
-        if "hours" not in self.revisits.model_fields_set:
+        if "timezone" not in self.revisits.hours.model_fields_set:
             hours = self.revisits.hours.model_copy(update={"timezone": self.hours.timezone})
             object.__setattr__(self, "revisits", self.revisits.model_copy(update={"hours": hours}))
         return self

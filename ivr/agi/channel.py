@@ -38,6 +38,9 @@ class HangupReason(StrEnum):
     CONNECTION_CLOSED = "connection_closed"
 
 
+CAPTURE_VARIABLE = "HOTLINE_MIXMON"  # the running barge-in capture's MixMonitor id (extensions.conf stops it)
+
+
 class ChannelHangup(Exception):
     """The caller is gone. A normal end of a call, not an error."""
 
@@ -391,14 +394,19 @@ class Channel:
         return TalkResult(digit, int(talked) if talked and talked.isdigit() else None)
 
     async def start_capture(self, received_path: str, mixed_path: str) -> None:
-        """Keep what the caller says from now on (MixMonitor; ``received_path``: their side only)."""
-        await self.exec("MixMonitor", mixed_path, f"r({received_path})")
+        """Keep what the caller says from now on (MixMonitor; ``received_path``: their side only).
+        Its id goes to CAPTURE_VARIABLE, so only this capture is stopped, here or by the dialplan
+        should the controller be lost before it stops it."""
+        await self.exec("MixMonitor", mixed_path, f"i({CAPTURE_VARIABLE})r({received_path})")
 
     async def stop_capture(self) -> None:
         """Stop the capture (a caller who hung up stopped it already)."""
         if self.state is ChannelState.LIVE:
             try:
-                await self.exec("StopMixMonitor")
+                capture = await self.get_variable(CAPTURE_VARIABLE)
+                if capture:
+                    await self.exec("StopMixMonitor", capture)
+                    await self.set_variable(CAPTURE_VARIABLE, "")
             except (ChannelHangup, AgiCommandFailed):
                 pass
 

@@ -7,6 +7,7 @@ outcome record) to the call handler. A caller hanging up surfaces as ``ChannelHa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ivr.agi.channel import DTMF_DIGITS, RecordResult, TalkResult
@@ -245,48 +247,61 @@ class MenuEngine:
         call.fallback_reason = failure
         return target
 
-    async def _say_digits(self, voice: Voice, call: CallContext, node_id: str,
-                          node: InputNode) -> tuple[str | None, str]:
+    async def _say_digits(self, voice: Voice, call: CallContext, node_id: str, node: InputNode,
+                          valid: Callable[[str], bool]) -> tuple[str | None, str, str]:
         """Digits by speech: after the prompt the caller may say them (or start keying). Returns
-        (first key, "") for keys, (None, digits) for confirmed spoken digits, (None, "") otherwise."""
+        (first key, "", "") for keys, (None, digits, "") for confirmed spoken digits, and
+        (None, "", why) otherwise: "" nothing heard, "invalid" (not an acceptable entry, so not read
+        back), "rejected" (2 or no answer to the read-back)."""
         speech = self._speech
         if speech is None or not speech.available(call.language) or call.typeahead is not None:
-            return await self._ask(voice, call, node.prompt, node.timeout), ""
+            return await self._ask(voice, call, node.prompt, node.timeout), "", ""
         keys = "0123456789*#"
         first = await voice.stream_file(self._prompt(node.prompt, call), keys)
         if first is not None:
-            return first, ""
+            return first, "", ""
         heard = await speech.listen_digits(voice, call.uniqueid, node_id, call.language, keys,
                                            max_seconds=min(30, node.max_digits + 4), threshold=node.speech_threshold)
         if heard.key is not None:
-            return heard.key, ""
+            return heard.key, "", ""
         if heard.unavailable is not None:
             speech.count_fallback(node_id)
-            return await voice.wait_for_digit(int(node.timeout * 1000)), ""
+            return await voice.wait_for_digit(int(node.timeout * 1000)), "", ""
         if not heard.text:
-            return None, ""
-        for part in node.confirm or []:  # "you said 1 2 3 4; press 1 if right, 2 to try again"
+            return None, "", ""
+        if not valid(heard.text):  # too short, too long, against the pattern: not worth a read-back
+            call.inputs[f"{node_id}_said"] = "invalid"
+            return None, "", "invalid"
+        # "You said 1 2 3 4; press 1 if right, 2 to try again." Any other key starts keying instead.
+        for part in node.confirm or []:
             if part == "{digits}":
-                answer = await voice.say_digits(heard.text, "12")
+                answer = await voice.say_digits(heard.text, keys)
             else:
-                answer = await voice.stream_file(self._prompt(part, call), "12")
+                answer = await voice.stream_file(self._prompt(part, call), keys)
             if answer:
                 break
         else:
             answer = await voice.wait_for_digit(int(node.timeout * 1000))
         if answer == "1":
             call.inputs[f"{node_id}_said"] = f"confirmed:{heard.confidence:.2f}"
-            return None, heard.text
+            return None, heard.text, ""
         call.inputs[f"{node_id}_said"] = "rejected"
-        return None, ""
+        if answer is not None and answer != "2":
+            return answer, "", ""
+        return None, "", "rejected"
 
     async def _input(self, voice: Voice, call: CallContext, node_id: str, node: InputNode) -> str:
         failure = "no_input"
         allowed = "0123456789" + "".join(k for k in "*#" if k != node.terminator)
+
+        def valid(entry: str) -> bool:
+            return (node.min_digits <= len(entry) <= node.max_digits and all(d in allowed for d in entry)
+                    and (node.pattern is None or re.fullmatch(node.pattern, entry) is not None))
+
         for attempt in range(node.retries):
-            said = ""
+            said = why = ""
             if node.speech:
-                first, said = await self._say_digits(voice, call, node_id, node)
+                first, said, why = await self._say_digits(voice, call, node_id, node, valid)
             else:
                 first = await self._ask(voice, call, node.prompt, node.timeout)
             digits = said
@@ -297,19 +312,16 @@ class MenuEngine:
                     if more is None or more == node.terminator:
                         break
                     digits += more
-            valid = (
-                node.min_digits <= len(digits) <= node.max_digits
-                and all(d in allowed for d in digits)
-                and (node.pattern is None or re.fullmatch(node.pattern, digits) is not None)
-            )
-            if valid:
+            if valid(digits):
                 call.fallback_reason = None
                 call.variables[node.variable] = digits
                 call.inputs[node.variable] = mask(digits) if node.sensitive else digits
                 if node.sensitive and node.variable not in call.sensitive:
                     call.sensitive.append(node.variable)
                 return self._require(node.next, node_id)
-            failure = "no_input" if first is None and not said else "invalid_input"
+            failure = "no_input" if first is None and why != "invalid" else "invalid_input"
+            if why == "rejected":  # the caller said "not that": simply asked again
+                continue
             error_prompt = (
                 (node.no_input_prompt or self.menu.defaults.no_input_prompt)
                 if failure == "no_input"
@@ -477,6 +489,8 @@ class MenuEngine:
         if node.describe_prompt:
             await voice.stream_file(self._prompt(node.describe_prompt, call))
             audio, hung_up = await desk.descriptions.record(voice, call.uniqueid, node.max_seconds)
+            if hung_up is not None and not audio:
+                raise hung_up  # gone at the beep: nothing was reported
         severity = node.severity_by_class.get(call.customer_class, node.severity)
         try:
             ticket = await desk.store.open(
@@ -488,6 +502,8 @@ class MenuEngine:
             log.warning("call %s: no ticket opened at %s: %s", call.uniqueid, node_id, exc)
             call.inputs[node_id] = "unavailable"
             if hung_up is not None:
+                if audio:  # nobody to tell and nothing to attach it to
+                    await asyncio.to_thread(Path(audio).unlink, missing_ok=True)
                 raise hung_up from None
             if node.unavailable_prompt:
                 await voice.stream_file(self._prompt(node.unavailable_prompt, call))

@@ -347,3 +347,28 @@ nodes:
     assert await MenuEngine(menu, PromptLibrary("/p"), speech=speech).run(caller, context) == SelfServed("bye")
     assert caller.calls[:3] == ["start", "play:/p/ko/keys", "stop"]  # the prompt played once, under detection
     assert context.inputs["keys_barge_in"] == "spoke_over_prompt" and context.inputs["keys_said"].startswith("1:")
+
+
+async def test_spoken_digits_outside_the_entry_rules_are_not_read_back(engine: SpeechEngine, utterances: Path,
+                                                                      tmp_path: Path) -> None:
+    """Too short for min_digits: the caller is told it is invalid (not asked to confirm it). A key
+    pressed during a read-back starts keyed entry."""
+    speech = SpeechService(engine, Recordings(str(tmp_path), tmp_path))
+    exact = parse_menu_text(DIGITS_MENU.replace("min_digits: 1", "min_digits: 12\n    retries: 1"))
+    caller = DigitCaller(tmp_path, utterances / "digits.wav", "")
+    call = CallContext("d.3", "010", "", CustomerClass.PUBLIC, "ko")
+    await MenuEngine(exact, PromptLibrary("/p"), speech=speech).run(caller, call)
+    assert caller.read_back == [] and "account" not in call.variables  # 4 digits said, 12 needed
+    assert call.inputs.get("account_said") in ("invalid", None)  # None: the model heard no digit at all
+
+    keyed = DigitCaller(tmp_path, utterances / "digits.wav", "")
+    keyed.say_digits = lambda digits, escape_digits="": _key_during_read_back(keyed, digits)  # type: ignore[method-assign]
+    keyed.answers = list("42#")
+    call = CallContext("d.4", "010", "", CustomerClass.PUBLIC, "ko")
+    await MenuEngine(parse_menu_text(DIGITS_MENU), PromptLibrary("/p"), speech=speech).run(keyed, call)
+    assert call.inputs["account_said"] == "rejected" and call.variables["account"] == "942"
+
+
+async def _key_during_read_back(caller: "DigitCaller", digits: str) -> str | None:
+    caller.read_back.append(digits)
+    return "9"  # the caller starts keying the number over the read-back

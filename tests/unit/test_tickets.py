@@ -298,3 +298,54 @@ async def test_a_caller_hanging_up_after_describing_still_gets_the_ticket(redis:
         await engine(store, tmp_path).run(HangsUp("1", tmp_path), context)
     ticket = await store.get(context.tickets[0])
     assert ticket is not None and Path(ticket.description_audio).stat().st_size > 0
+
+
+async def test_a_lost_sequence_never_hands_out_an_existing_number(redis: Redis) -> None:
+    await redis.flushdb()
+    store = store_of(redis)
+    first = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000007")
+    await redis.delete(*(await redis.keys("hotline:ticket-seq:*")))  # as after a Redis restart without AOF
+    second = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000008")
+    assert second.number != first.number
+    kept = await store.get(first.number)
+    assert kept is not None and kept.phone == "13800000007"
+    latest = await store.latest_for("13800000007")
+    assert latest is not None and latest.number == first.number
+
+
+async def test_a_visit_whose_legs_never_report_stops_after_its_attempts(redis: Redis) -> None:
+    await redis.flushdb()
+    now = time.time()
+    rules = RULES.model_copy(update={"revisits": Revisits(hours=Hours(), retries=1, min_interval_seconds=0)})
+    store = store_of(redis, now)
+    ticket = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000009")
+    await close_ticket(store, redis, rules, ticket.number, "resolved", now=now)
+    # Two legs dialled, neither reported back; the lease of the last one ran out.
+    await store.update(ticket.number, lambda t: t.revisit.update(status="dialling", attempts=2))  # type: ignore[union-attr]
+    assert await visits(redis, store, rules, now).dial_due() == 0  # no third call
+    after = await store.get(ticket.number)
+    assert after is not None and after.revisit is not None
+    assert after.revisit["status"] == "no_contact" and after.revisit["results"] == ["LOST"]
+    assert await redis.zcard(DUE_KEY) == 0
+
+
+async def test_a_late_answer_from_an_earlier_leg_changes_nothing(redis: Redis) -> None:
+    await redis.flushdb()
+    now = time.time()
+    store = store_of(redis, now)
+    ticket = await store.open(category="fault", severity=Severity.NORMAL, phone="13800000010")
+    await close_ticket(store, redis, RULES, ticket.number, "resolved", now=now)
+    await store.update(ticket.number, lambda t: t.revisit.update(status="dialling", attempts=2))  # type: ignore[union-attr]
+    await visits(redis, store, RULES, now).answered(f"rv-{ticket.number}-1-1", ticket.number, False, 1, now)
+    after = await store.get(ticket.number)
+    assert after is not None and after.status is TicketStatus.CLOSED  # not reopened by a stale report
+    assert after.revisit is not None and after.revisit["status"] == "dialling"
+
+
+def test_calling_hours_without_a_zone_take_the_hotline_zone() -> None:
+    from routing.rules import parse_rules_text
+
+    rules = parse_rules_text("name: t\nskills: {general: {queue: q}}\nfallback_skill: general\n"
+                             "hours: {timezone: Asia/Shanghai}\n"
+                             "revisits: {hours: {weekly: {mon: ['10:00-12:00']}}}\n")
+    assert rules.revisits.hours.timezone == "Asia/Shanghai" and rules.revisits.hours.weekly == {"mon": ["10:00-12:00"]}
