@@ -108,7 +108,13 @@ def parse_yaml(text: str, file: str) -> tuple[dict[str, Any], Positions]:
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise ConfigError([ConfigProblem(file, 1, 1, f"file is larger than {MAX_FILE_BYTES} bytes")])
     positions = Positions(file)
-    loader = _NoAliasComposer(text)
+    try:
+        loader = _NoAliasComposer(text)
+    except yaml.reader.ReaderError as exc:  # a control character anywhere: refused before parsing
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        problem = ConfigProblem(file, line, column, f"YAML: character #x{exc.character:04x} is not allowed")
+        raise ConfigError([problem]) from None
     try:
         root = loader.get_single_node()
         if root is None:

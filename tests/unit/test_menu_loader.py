@@ -145,3 +145,9 @@ def test_huge_file_is_refused(tmp_path: Path) -> None:
 def test_prompt_ids_cannot_be_paths() -> None:
     found = problems(BASE.replace("prompt: hello", "prompt: ../../etc/passwd"))
     assert any("prompt" in p for p in found), found
+
+
+def test_control_characters_are_refused_with_their_place() -> None:
+    """Found by fuzzing: PyYAML refuses them before parsing, with an error of its own."""
+    with pytest.raises(ConfigError, match=r"<menu>:2:16: YAML: character #x0007 is not allowed"):
+        parse_menu_text("name: x\nlanguages: [zh]\x07\n")
