@@ -290,6 +290,52 @@ async def _calls(settings: Settings, count: int, as_json: bool) -> int:
     return 0
 
 
+# -- reconcile --------------------------------------------------------------------------------
+
+
+def _local_cdr_file(settings: Settings) -> Path:
+    from ivr.cdr_audit import cdr_file
+    from ivr.services import LocalPbx
+
+    pbx = LocalPbx(settings.pbx_name, ami_port=settings.ami_port, ami_user=settings.ami_user, ami_secret="",
+                   agi_host=settings.agi_host, agi_port=settings.agi_port, sip_port=settings.sip_port,
+                   prompts_dir=None)
+    return cdr_file(pbx.host_path(pbx.instance_dir()))
+
+
+async def _reconcile(settings: Settings, cdr: Path | None, settle: float, as_json: bool) -> int:
+    """Asterisk's CDRs against the outcome records: each call exactly one record."""
+    import json
+
+    from ivr.cdr_audit import audit, read_cdr
+
+    try:
+        path = cdr or _local_cdr_file(settings)
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    except (OSError, ServiceError) as exc:
+        print(f"cannot read the CDR file: {exc}", file=sys.stderr)
+        return 1
+    redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
+    try:
+        report = await audit(read_cdr(text), redis, now=time.time(), settle=settle)
+    except (OSError, RedisError) as exc:
+        print(f"cannot read outcomes from Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    if as_json:
+        print(json.dumps({"checked": report.checked, "settling": report.settling,
+                          "missing": [row.uniqueid for row in report.missing], "duplicated": report.duplicated}))
+    else:
+        print(f"{report.checked} call(s) checked against {path}: {report.mismatches} mismatch(es)"
+              + (f", {report.settling} just ended (not judged yet)" if report.settling else ""))
+        for row in report.missing:
+            print(f"  no outcome   {row.uniqueid}  ({row.context}, {row.disposition}, {row.channel})")
+        for uniqueid, count in report.duplicated.items():
+            print(f"  {count} outcomes  {uniqueid}")
+    return 1 if report.mismatches else 0
+
+
 # -- tickets ----------------------------------------------------------------------------------
 
 
@@ -542,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     dump = customers_sub.add_parser("export", help="export all customers as CSV")
     dump.add_argument("file", type=Path, nargs="?", help="default: standard output")
 
+    reconcile = sub.add_parser("reconcile", help="check Asterisk's CDRs against the outcome records (exit 1 on "
+                               "any call with zero or two records)")
+    reconcile.add_argument("--cdr", type=Path, help="the CDR file (default: the local Asterisk's)")
+    reconcile.add_argument("--settle", type=float, default=30.0, help="seconds a just-ended call is given")
+    reconcile.add_argument("--json", action="store_true")
+
     tickets = sub.add_parser("tickets", help="work orders: list, show, progress, close (closing calls back)")
     tickets_sub = tickets.add_subparsers(dest="tickets_command")
     listing = tickets_sub.add_parser("list", help="recent tickets (the default)")
@@ -603,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{made} prompt file(s) built in {args.out or settings.built_prompts_dir}")
         return 0
+    if args.command == "reconcile":
+        return asyncio.run(_reconcile(settings, args.cdr, args.settle, args.json))
     if args.command == "tickets":
         return asyncio.run(_tickets(settings, args))
     if args.command == "accounts":

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_user: str = "hotline"
     ami_secret: str = ""  # empty with local_pbx: one is generated and kept in state_dir
+    ami_tls: bool = False  # AMI over TLS (Asterisk's manager.conf tlsenable/tlsbindport), server verified
+    ami_tls_ca: Path | None = None  # CA file to verify Asterisk's certificate (default: the system's)
     admin_token: str = ""  # for POST /api/reload; empty: one is generated and kept in state_dir
 
     web_host: str = "127.0.0.1"

@@ -16,6 +16,7 @@ import asyncio
 import codecs
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -138,7 +139,9 @@ class AmiClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         boot_timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls  # AMI over TLS (manager.conf tlsenable): the secret never crosses the network in clear
         self._boot_timeout = boot_timeout
         self._host, self._port = host, port
         self._username, self._secret = username, secret
@@ -244,7 +247,7 @@ class AmiClient:
             ping_delay=3600,
         )
         async with asyncio.timeout(self._connect_timeout):
-            transport, protocol = await loop.create_connection(_Protocol, self._host, self._port)
+            transport, protocol = await loop.create_connection(_Protocol, self._host, self._port, ssl=self._tls)
         connected = loop.create_future()
         connected.set_result((transport, protocol))
         manager.connection_made(connected)

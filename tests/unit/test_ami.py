@@ -5,8 +5,11 @@ answering pings, chunked UTF-8); tests/e2e covers the wrapper against the real o
 """
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +168,35 @@ async def test_action_values_reach_the_wire_without_cr_lf(fake_ami: FakeAmi) -> 
     assert added and added[0]["Queue"] == "qAction: Logoff"
     assert not any(a.get("Action") == "Logoff" for a in fake_ami.actions)
     await ami.close()
+
+
+async def test_ami_over_tls_verifies_the_server_and_logs_in(tmp_path: Path) -> None:
+    """The TLS option (Asterisk's manager.conf tlsenable): the client verifies the certificate
+    against the configured CA, and a server it cannot verify gets no login (so no secret)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=pbx",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    fake = FakeAmi()
+    fake.server = await asyncio.start_server(fake.handle, "127.0.0.1", 0, ssl=server_side)
+    try:
+        trusted = AmiClient("127.0.0.1", fake.port, "hotline", "s3cret", backoff_initial=0.05, backoff_max=0.2,
+                            tls=ssl.create_default_context(cafile=str(cert)))
+        await trusted.start()
+        await trusted.wait_ready(5)
+        assert fake.actions[0]["Action"] == "Login"
+        await trusted.close()
+
+        logins = len(fake.actions)
+        untrusted = AmiClient("127.0.0.1", fake.port, "hotline", "s3cret", backoff_initial=0.05, backoff_max=0.2,
+                              tls=ssl.create_default_context())  # the system CAs do not know this PBX
+        await untrusted.start()
+        await asyncio.sleep(0.5)
+        assert not untrusted.ready and len(fake.actions) == logins  # the secret was never sent
+        await untrusted.close()
+    finally:
+        for writer in fake.writers:
+            writer.close()
+        fake.server.close()
