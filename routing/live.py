@@ -121,6 +121,7 @@ class LiveQueues:
         self.queues: dict[str, QueueCounters] = {}
         self.wrapup_seconds = 0  # the rules' wrap-up time: an agent is in wrap-up that long after a call
         self.resyncs = 0
+        self.synced_connection = 0  # the AMI connection the last rebuild was made on
         self._first_joined: dict[str, tuple[float, float]] = {}  # uniqueid -> (first queued, last seen)
         self.left: dict[str, LeftQueue] = {}  # uniqueid -> its last leaving (the abandon point, the rejoin place)
         self.handle_times = HandleTimes(180.0)  # average talk time per queue, for wait estimates
@@ -246,10 +247,16 @@ class LiveQueues:
         if self.agents.pop(agent.key, None) is not None:
             await self._store(LIVE_AGENTS_KEY, agent.key, None)
 
+    @property
+    def stale(self) -> bool:
+        """True while the view may be out of date: AMI is down, or not yet rebuilt since it came back."""
+        return not self._ami.ready or self.synced_connection != self._ami.connections
+
     def snapshot(self) -> dict[str, object]:
-        """The whole live view, e.g. for the dashboard."""
+        """The whole live view, e.g. for the dashboard (``stale``: do not trust it right now)."""
         now = self._clock()
         return {
+            "stale": self.stale,
             "queues": {q: asdict(c) for q, c in self.queues.items()},
             "agents": [asdict(a) for a in self.agents.values()],
             "waiting": [
@@ -299,6 +306,7 @@ class LiveQueues:
             fresh[caller.uniqueid] = caller
         self.waiting, self.agents, self.queues = fresh, agents, queues
         self.resyncs += 1
+        self.synced_connection = self._ami.connections
         try:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(LIVE_WAITING_KEY, LIVE_AGENTS_KEY, LIVE_QUEUES_KEY)

@@ -4,6 +4,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ivr.app import Hotline
@@ -39,6 +40,13 @@ async def assert_matches_asterisk(app: Hotline, calls: Calls) -> None:
         assert live_callers == callers, (skill.queue, live_callers, callers)
 
 
+async def live_view(app: Hotline) -> dict[str, object]:
+    """What the dashboard reads."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{app.settings.web_port}/api/live") as response:
+            return await response.json()  # type: ignore[no-any-return]
+
+
 async def wait_until(predicate, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -62,7 +70,10 @@ async def test_live_state_survives_an_asterisk_restart(redis_server: LocalRedis,
 
         # Asterisk restarts: AMI drops, reconnects with backoff, agents are re-applied, state rebuilt.
         connections = app.ami.connections
+        assert not app.live.stale
         await app.pbx.stop()
+        await wait_until(lambda: app.live is not None and app.live.stale)  # the dashboard is told not to trust it
+        assert (await live_view(app))["stale"] is True
         await app.pbx.start()
         await app.ami.wait_ready(30)
         await wait_until(lambda: app.ami is not None and app.ami.connections > connections)
@@ -72,5 +83,6 @@ async def test_live_state_survives_an_asterisk_restart(redis_server: LocalRedis,
         await wait_until(lambda: second in app.live.waiting)
         await wait_until(lambda: len(app.live.agents) >= 10)  # every membership of the rules again
         await assert_matches_asterisk(app, calls)
+        assert (await live_view(app))["stale"] is False
     finally:
         await app.stop()

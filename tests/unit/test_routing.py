@@ -163,6 +163,7 @@ class _StatusOnlyAmi:
     def __init__(self, replies: list) -> None:
         self.replies = replies
         self.ready = True
+        self.connections = 1
 
     def on(self, event: str, handler: object) -> None:
         pass
