@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -199,8 +198,7 @@ class Hotline:
             if not self._owns_pbx:
                 log.warning("Asterisk instance %r was already running; using it as it is", s.pbx_name)
 
-        tls = ssl.create_default_context(cafile=str(s.ami_tls_ca) if s.ami_tls_ca else None) if s.ami_tls else None
-        self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret, tls=tls)
+        self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret, tls=s.ami_tls_context())
         self.agents = AgentSync(self.ami, self.current_rules)  # applies agents after every AMI login
         self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
         self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds

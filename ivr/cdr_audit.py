@@ -17,7 +17,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from ivr.outcomes import RECORD_KEY, STREAM_KEY
+from ivr.outcomes import RECORD_KEY, RECORD_TTL_SECONDS, STREAM_KEY
 
 # Where a call that must have a record is when Asterisk closes its CDR: inbound calls (and their
 # hangup handler), return visits and callbacks' customer legs. Hold halves and test channels are not calls.
@@ -63,9 +63,9 @@ async def outcome_counts(redis: Redis) -> Counter[str]:
     counts: Counter[str] = Counter()
     last = "-"
     while True:
-        entries = list(await redis.xrange(STREAM_KEY, min=last, max="+", count=5000) or [])
-        if last != "-":
-            entries = entries[1:]  # the boundary entry was counted in the previous page
+        # After the first page, start just past the last entry seen ("(" = exclusive).
+        start = last if last == "-" else f"({last}"
+        entries = list(await redis.xrange(STREAM_KEY, min=start, max="+", count=5000) or [])
         if not entries:
             return counts
         for _, fields in entries:
@@ -76,14 +76,17 @@ async def outcome_counts(redis: Redis) -> Counter[str]:
 
 
 async def audit(rows: list[CdrRow], redis: Redis, *, now: float, settle: float = 30.0) -> AuditReport:
-    """Compare CDR rows with the outcome records: zero or more than one record is a mismatch."""
+    """Compare CDR rows with the outcome records: zero or more than one record is a mismatch.
+    Calls older than the records' retention are not judged (their records have expired)."""
     counts = await outcome_counts(redis)
     report = AuditReport()
-    seen: set[str] = set()
-    for row in rows:
-        if row.context not in RECORDED_CONTEXTS or row.uniqueid in seen:
-            continue  # CDRs split one call into several rows: it is judged once
-        seen.add(row.uniqueid)
+    calls: dict[str, CdrRow] = {}
+    for row in rows:  # CDRs split one call into several rows: one judgement, at its latest end
+        if row.context in RECORDED_CONTEXTS and (row.uniqueid not in calls or row.ended > calls[row.uniqueid].ended):
+            calls[row.uniqueid] = row
+    for row in calls.values():
+        if row.ended and row.ended < now - RECORD_TTL_SECONDS:
+            continue
         count = counts.get(row.uniqueid, 0)
         if count == 0 and await redis.exists(RECORD_KEY.format(uniqueid=row.uniqueid)):
             count = 1  # its stream entry was trimmed away (MAXLEN); the record itself is there

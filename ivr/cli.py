@@ -187,6 +187,7 @@ async def _dial(
         settings.ami_port,
         settings.ami_user,
         settings.ami_secret or local_ami_secret(settings.state_dir),
+        tls=settings.ami_tls_context(),
     )
     redis = Redis.from_url(_redis_url(settings))
     outcomes = OutcomeStore(redis, settings.outcome_journal)
@@ -311,10 +312,13 @@ async def _reconcile(settings: Settings, cdr: Path | None, settle: float, as_jso
 
     try:
         path = cdr or _local_cdr_file(settings)
-        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        text = path.read_text(encoding="utf-8", errors="replace")
     except (OSError, ServiceError) as exc:
         print(f"cannot read the CDR file: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    if not read_cdr(text):  # nothing to compare is not "no mismatches"
+        print(f"no CDRs in {path}: is cdr_custom loaded (asterisk/conf/modules.conf)?", file=sys.stderr)
+        return 2
     redis = Redis.from_url(_redis_url(settings), socket_connect_timeout=2)
     try:
         report = await audit(read_cdr(text), redis, now=time.time(), settle=settle)

@@ -7,6 +7,7 @@ Precedence (highest first): values passed in code (tests), HOTLINE_* environment
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,7 +59,8 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_user: str = "hotline"
     ami_secret: str = ""  # empty with local_pbx: one is generated and kept in state_dir
-    ami_tls: bool = False  # AMI over TLS (Asterisk's manager.conf tlsenable/tlsbindport), server verified
+    # AMI over TLS: Asterisk's manager.conf tlsenable; ami_port is then its tlsbindport (5039 by default).
+    ami_tls: bool = False
     ami_tls_ca: Path | None = None  # CA file to verify Asterisk's certificate (default: the system's)
     admin_token: str = ""  # for POST /api/reload; empty: one is generated and kept in state_dir
 
@@ -106,6 +108,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML source reads model_config["toml_file"]: set by load_settings, absent otherwise.
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    def ami_tls_context(self) -> ssl.SSLContext | None:
+        """TLS for every AMI connection (the server and `hotline dial`), verified, or None."""
+        if not self.ami_tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ami_tls_ca) if self.ami_tls_ca else None)
 
     @property
     def built_prompts_dir(self) -> Path:

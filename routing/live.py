@@ -267,6 +267,7 @@ class LiveQueues:
 
     async def resync(self) -> int:
         """Rebuild from Asterisk's own QueueStatus (after a reconnect or an Asterisk restart)."""
+        connection = self._ami.connections  # the connection this rebuild's data comes from
         try:
             replies = await self._ami.action({"Action": "QueueStatus"}, as_list=True)
         except (AmiError, TimeoutError) as exc:
@@ -306,7 +307,7 @@ class LiveQueues:
             fresh[caller.uniqueid] = caller
         self.waiting, self.agents, self.queues = fresh, agents, queues
         self.resyncs += 1
-        self.synced_connection = self._ami.connections
+        self.synced_connection = connection
         try:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(LIVE_WAITING_KEY, LIVE_AGENTS_KEY, LIVE_QUEUES_KEY)

@@ -52,6 +52,9 @@ def own_settings(name: str, state_dir: Path, redis_url: str, prompts_dir: Path) 
     )
 
 
+PLACED: dict[int, list[str]] = {}  # id(hotline) -> the calls the tests placed through it (reconciliation)
+
+
 @dataclass
 class Calls:
     hotline: Hotline
@@ -71,6 +74,7 @@ class Calls:
                        "__CALLER_HOLD": str(hold), **(extra or {})},
         )
         assert result.success, result.reason
+        PLACED.setdefault(id(self.hotline), []).append(uniqueid)
         return uniqueid
 
     async def outcome(self, uniqueid: str, timeout: float = 90.0) -> OutcomeRecord:

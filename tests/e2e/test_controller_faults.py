@@ -76,10 +76,13 @@ class Serve:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.env['HOTLINE_REDIS_PORT']}/0"
 
-    async def call_idle_in_the_menu(self) -> str:
-        """A caller who presses nothing: the menu waits for keys for a good while."""
+    def _ami(self) -> AmiClient:
         secret = (Path(self.env["HOTLINE_STATE_DIR"]) / "ami-secret").read_text().strip()
-        ami = AmiClient("127.0.0.1", int(self.env["HOTLINE_AMI_PORT"]), "hotline", secret)
+        return AmiClient("127.0.0.1", int(self.env["HOTLINE_AMI_PORT"]), "hotline", secret)
+
+    async def call_idle_in_the_menu(self, hold: int = 60) -> str:
+        """A caller who presses nothing: the menu waits for keys for a good while."""
+        ami = self._ami()
         await ami.start()
         try:
             await ami.wait_ready(30)
@@ -87,11 +90,16 @@ class Serve:
             result = await ami.originate(
                 "Local/s@hotline-test-caller", context="hotline-inbound", exten="10000",
                 caller_id='"Idle" <13800000099>', channel_id=uniqueid, other_channel_id=uniqueid + "-c",
-                variables={"__CALLER_KEYS": "", "__CALLER_WAIT": "1", "__CALLER_HOLD": "60"})
+                variables={"__CALLER_KEYS": "", "__CALLER_WAIT": "1", "__CALLER_HOLD": str(hold)})
             assert result.success, result.reason
             return uniqueid
         finally:
             await ami.close()
+
+    async def hang_up_test_callers(self) -> None:
+        """Every channel of this instance hangs up (the Asterisk CLI; the hotline's AMI user may not)."""
+        await asyncio.to_thread(subprocess.run, [PBX, "rx", self.env["HOTLINE_PBX_NAME"], "channel request hangup all"],
+                                capture_output=True, check=True, env=self.env)
 
 
 async def outcome(redis_url: str, uniqueid: str, timeout: float = 120) -> OutcomeRecord:
@@ -145,7 +153,7 @@ async def test_sigterm_then_sigkill_and_restart_with_callers_in_the_menu(tmp_pat
     second = Serve(env)
     serves.append(second)
     await second.start()
-    killed_mid_menu = await second.call_idle_in_the_menu()
+    killed_mid_menu = await second.call_idle_in_the_menu(hold=600)  # hung up below, once a controller is back
     await asyncio.sleep(6)
     await second.stop(signal.SIGKILL)
 
@@ -154,7 +162,8 @@ async def test_sigterm_then_sigkill_and_restart_with_callers_in_the_menu(tmp_pat
     serves.append(third)
     await third.start()
     assert any("already running" in line for line in third.output), third.output
-    record = await outcome(third.redis_url, killed_mid_menu)
+    await third.hang_up_test_callers()  # the caller, still waiting in the fallback queue, hangs up now
+    record = await outcome(third.redis_url, killed_mid_menu, timeout=30)
     assert record.disposition in (Disposition.FALLBACK, Disposition.ABANDONED_QUEUE, Disposition.FAILED), record
     assert record.fallback_reason is not None and record.fallback_reason.startswith("dialplan:"), record
     earlier = await outcome(third.redis_url, cut_off, timeout=5)  # kept across the restart (AOF)

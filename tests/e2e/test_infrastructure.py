@@ -61,6 +61,11 @@ async def test_redis_slowed_stopped_and_restarted_under_real_calls(tmp_path: Pat
         admin = Redis.from_url(server.url)
         await admin.execute_command("CLIENT", "PAUSE", "4000", "ALL")
         await admin.aclose()
+        assert app.directory is not None and app.router is not None
+        started = time.monotonic()  # what the IVR does before it answers: all bounded, side by side
+        customer, _, _ = await asyncio.gather(app.directory.lookup(key_number),
+                                              app.router.record_call(key_number, "probe"), app.router.switches())
+        assert customer.customer_class is CustomerClass.PUBLIC and time.monotonic() - started < 1.5
         slowed = await calls.dial(keys="111", number=key_number, wait=2.5)
         record = await outcome(app, slowed)
         assert record.customer_class == "public" and record.menu_path[-1] == "goodbye", record
@@ -76,7 +81,7 @@ async def test_redis_slowed_stopped_and_restarted_under_real_calls(tmp_path: Pat
 
         # Restarted: the journal is replayed into Redis (every 5 s), once.
         await server.start()
-        record = await outcome(app, stopped, timeout=30)
+        record = await outcome(app, stopped, timeout=10)  # the replayer runs every 5 s
         assert record.menu_path[-1] == "goodbye"
         assert await app.outcomes.replay_journal() == 0  # nothing left to replay
         await client.aclose()

@@ -83,6 +83,7 @@ async def test_live_state_survives_an_asterisk_restart(redis_server: LocalRedis,
         await wait_until(lambda: second in app.live.waiting)
         await wait_until(lambda: len(app.live.agents) >= 10)  # every membership of the rules again
         await assert_matches_asterisk(app, calls)
+        await wait_until(lambda: app.live is not None and not app.live.stale)
         assert (await live_view(app))["stale"] is False
     finally:
         await app.stop()

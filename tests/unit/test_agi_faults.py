@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from ivr.agi.channel import Channel
-from ivr.agi.protocol import MAX_ENV_BYTES
+from ivr.agi.channel import AgiCommandError, AgiError, AgiTimeout, Channel, ChannelHangup
+from ivr.agi.protocol import MAX_ENV_BYTES, AgiProtocolError
 from ivr.agi.server import FastAgiServer
 from tests.unit.test_agi_channel import answer_sync
 
@@ -21,21 +21,45 @@ ENV = b"agi_network_script: hotline\nagi_uniqueid: %s\nagi_threadid: 1\n\n"
 Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+ENDINGS: dict[str, str] = {}  # uniqueid -> how the handler's conversation ended
+
+
 async def handler(channel: Channel) -> None:
     """A short IVR: answer, a prompt the caller may interrupt, a variable."""
-    await channel.answer()
-    await channel.stream_file("hotline/welcome", "12")
-    await channel.get_variable("HOTLINE_DONE")
+    uniqueid = channel.env.uniqueid
+    try:
+        await channel.answer()
+        await channel.stream_file("hotline/welcome", "12")
+        await channel.get_variable("HOTLINE_DONE")
+        ENDINGS[uniqueid] = "completed"
+    except ChannelHangup:
+        ENDINGS[uniqueid] = "hangup"
+        raise
+    except AgiTimeout:
+        ENDINGS[uniqueid] = "timeout"
+        raise
+    except AgiCommandError:
+        ENDINGS[uniqueid] = "command_error"
+        raise
+    except (AgiError, AgiProtocolError):
+        ENDINGS[uniqueid] = "protocol_error"
+        raise
+
+
+SERVED: list[str] = []  # good calls whose whole conversation took place
 
 
 async def well_behaved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(ENV % b"good.1")
     await answer_sync(reader, writer)
-    for reply in (b"200 result=0\n", b"200 result=0 endpos=800\n", b"200 result=1 (route)\n"):
-        await reader.readline()
+    expected = [b"ANSWER\n", b'STREAM FILE "hotline/welcome" "12"\n', b'GET VARIABLE "HOTLINE_DONE"\n']
+    for command, reply in zip(expected, (b"200 result=0\n", b"200 result=0 endpos=800\n",
+                                         b"200 result=1 (route)\n"), strict=True):
+        assert await reader.readline() == command
         writer.write(reply)
         await writer.drain()
-    assert await reader.read() == b""  # the controller closed the session: served
+    assert await reader.read() == b""  # the controller closed the session when the handler ended
+    SERVED.append("good.1")
 
 
 async def after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes,
@@ -102,6 +126,15 @@ async def stall_mid_line(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     await reader.read()
 
 
+# How the faulty call's conversation ends (None: it never reaches the handler). "hangup" after
+# bytes the channel could read means the call went on to its next command, which the dead peer refused.
+EXPECTED = {
+    "hangup during a prompt": "hangup", "511 dead channel": "hangup", "multi-line 520": "command_error",
+    "510 invalid command": "command_error", "garbage reply": "protocol_error", "non-UTF-8 reply": "hangup",
+    "9000-byte line": "hangup", "line over the read limit": "protocol_error", "stall after a reply": "timeout",
+    "stall mid-line": "timeout", "connection reset": "hangup", "closes before the headers": None,
+    "truncated headers, then a stall": None, "huge headers": None, "missing uniqueid": None,
+}
 CASES: dict[str, Peer] = {
     "hangup during a prompt": reply_case(b"HANGUP\n200 result=-1 endpos=1200\n"),
     "511 dead channel": reply_case(b"511 Command Not Permitted on a dead channel or intercept routine\n"),
@@ -161,7 +194,9 @@ class LoopWatch:
 async def test_a_faulty_peer_ends_cleanly_and_others_are_served(case: str) -> None:
     server = FastAgiServer({"hotline": handler}, port=0, header_timeout=0.5, command_timeout=0.5)
     await server.start()
-    tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
+    SERVED.clear()
+    ENDINGS.clear()
+    tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()  # the listening socket counted in both
     watch = LoopWatch()
     started = time.monotonic()
     try:
@@ -172,20 +207,25 @@ async def test_a_faulty_peer_ends_cleanly_and_others_are_served(case: str) -> No
             await asyncio.sleep(0.02)
         assert server.active_sessions == 0, case
         assert time.monotonic() - started < 3.0
+        assert SERVED == ["good.1"], "the well-behaved call was not served"
+        bad = {k: v for k, v in ENDINGS.items() if k.startswith("bad.")}
+        assert list(bad.values()) == ([EXPECTED[case]] if EXPECTED[case] else []), bad
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) == tasks_before + 1, "a task outlived its session"  # +1: the watch
+        assert open_fds() == fds_before, "a socket was left open"
     finally:
         stalled = await watch.stop()
         await server.stop(0.5)
-    await asyncio.sleep(0.05)
-    assert len(asyncio.all_tasks()) <= tasks_before, "a task outlived its session"
-    assert open_fds() <= fds_before, "a socket was left open"
     assert stalled < 0.2, f"the event loop stalled {stalled:.3f}s"
 
 
 async def test_a_flood_of_connections_leaves_nothing_behind_and_a_call_is_served() -> None:
     server = FastAgiServer({"hotline": handler}, port=0, header_timeout=0.5, command_timeout=0.5)
     await server.start()
+    SERVED.clear()
     tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
     watch = LoopWatch()
+    started = time.monotonic()
     try:
         flood = [connect(server.port, CASES[name]) for name in
                  ("closes before the headers", "truncated headers, then a stall", "missing uniqueid") * 80]
@@ -195,10 +235,12 @@ async def test_a_flood_of_connections_leaves_nothing_behind_and_a_call_is_served
                 break
             await asyncio.sleep(0.02)
         assert server.active_sessions == 0
+        assert time.monotonic() - started < 5.0
+        assert SERVED == ["good.1"]
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) == tasks_before + 1
+        assert open_fds() == fds_before
     finally:
         stalled = await watch.stop()
         await server.stop(0.5)
-    await asyncio.sleep(0.05)
-    assert len(asyncio.all_tasks()) <= tasks_before
-    assert open_fds() <= fds_before
     assert stalled < 0.25, f"the event loop stalled {stalled:.3f}s"

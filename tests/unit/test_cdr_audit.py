@@ -1,5 +1,6 @@
 """The CDR reconciliation against a real Redis: a call Asterisk recorded needs exactly one outcome."""
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -41,5 +42,52 @@ async def test_a_record_whose_stream_entry_was_trimmed_still_counts(redis: Redis
     await redis.flushdb()
     await OutcomeStore(redis, tmp_path / "journal").save(OutcomeRecord("old.1", Disposition.ANSWERED, "100"))
     await redis.delete(STREAM_KEY)
-    report = await audit(read_cdr(cdr_line("old.1", "hotline-inbound", 1.0)), redis, now=time.time())
+    now = time.time()
+    report = await audit(read_cdr(cdr_line("old.1", "hotline-inbound", now - 100)), redis, now=now)
     assert report.checked == 1 and report.mismatches == 0
+    # Older than the records' retention: its record expired, so it is not judged at all.
+    report = await audit(read_cdr(cdr_line("ancient.1", "hotline-inbound", now - 100 * 86400)), redis, now=now)
+    assert report.checked == 0 and report.mismatches == 0
+
+
+async def test_a_call_is_judged_at_its_last_cdr_and_every_stream_page_counts(redis: Redis, tmp_path: Path) -> None:
+    await redis.flushdb()
+    now = time.time()
+    # A long call: its first CDR row ended long ago, its last one just now (the record is coming).
+    rows = read_cdr(cdr_line("long.1", "hotline-inbound", now - 300) + cdr_line("long.1", "hotline-inbound", now - 1))
+    report = await audit(rows, redis, now=now, settle=30)
+    assert report.settling == 1 and report.mismatches == 0
+    # More records than one page of the stream, the last one a duplicate: found across pages.
+    pipe = redis.pipeline()
+    for i in range(5003):
+        pipe.xadd(STREAM_KEY, {"uniqueid": f"c.{i}", "record": "{}"})
+    pipe.xadd(STREAM_KEY, {"uniqueid": "c.5000", "record": "{}"})
+    await pipe.execute()
+    text = "".join(cdr_line(f"c.{i}", "hotline-inbound", now - 100) for i in (0, 4999, 5000, 5001, 5002))
+    report = await audit(read_cdr(text), redis, now=now)
+    assert report.checked == 5 and report.missing == [] and report.duplicated == {"c.5000": 2}
+
+
+async def test_a_save_that_timed_out_but_ran_is_not_recorded_twice_by_the_replay(redis: Redis, tmp_path: Path,
+                                                                                 redis_server: object) -> None:
+    """Redis paused: the save gives up after its deadline and journals the record, but Redis runs the
+    queued write once it resumes. The replay then finds the record and adds no second one."""
+    await redis.flushdb()
+    url = redis_server.url  # type: ignore[attr-defined]
+    writer, admin = Redis.from_url(url), Redis.from_url(url)
+    store = OutcomeStore(writer, tmp_path / "journal", timeout=0.5)
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        assert await store.save(OutcomeRecord("paused.1", Disposition.ANSWERED, "100"))  # journaled
+        assert "paused.1" in (tmp_path / "journal").read_text()
+        await asyncio.sleep(1.6)
+        for _ in range(20):  # the queued write ran once Redis resumed, or the replay writes it now
+            await store.replay_journal()
+            if not (tmp_path / "journal").exists():
+                break
+            await asyncio.sleep(0.2)
+        entries = await redis.xrange(STREAM_KEY, "-", "+")
+        assert [f[b"uniqueid"] for _, f in entries] == [b"paused.1"]
+    finally:
+        await writer.aclose()
+        await admin.aclose()
