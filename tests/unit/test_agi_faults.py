@@ -4,6 +4,7 @@ deadline, leave no task or file descriptor behind, never stall the event loop, a
 call running at the same time must be served as usual."""
 
 import asyncio
+import gc
 import os
 import socket
 import struct
@@ -196,6 +197,7 @@ async def test_a_faulty_peer_ends_cleanly_and_others_are_served(case: str) -> No
     await server.start()
     SERVED.clear()
     ENDINGS.clear()
+    gc.collect()  # earlier tests' garbage must not close its sockets during this count
     tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()  # the listening socket counted in both
     watch = LoopWatch()
     started = time.monotonic()
@@ -211,8 +213,8 @@ async def test_a_faulty_peer_ends_cleanly_and_others_are_served(case: str) -> No
         bad = {k: v for k, v in ENDINGS.items() if k.startswith("bad.")}
         assert list(bad.values()) == ([EXPECTED[case]] if EXPECTED[case] else []), bad
         await asyncio.sleep(0.05)
-        assert len(asyncio.all_tasks()) == tasks_before + 1, "a task outlived its session"  # +1: the watch
-        assert open_fds() == fds_before, "a socket was left open"
+        assert len(asyncio.all_tasks()) <= tasks_before + 1, "a task outlived its session"  # +1: the watch
+        assert open_fds() <= fds_before, "a socket was left open"  # counted before stop() closes the listener
     finally:
         stalled = await watch.stop()
         await server.stop(0.5)
@@ -223,6 +225,7 @@ async def test_a_flood_of_connections_leaves_nothing_behind_and_a_call_is_served
     server = FastAgiServer({"hotline": handler}, port=0, header_timeout=0.5, command_timeout=0.5)
     await server.start()
     SERVED.clear()
+    gc.collect()
     tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
     watch = LoopWatch()
     started = time.monotonic()
@@ -238,8 +241,8 @@ async def test_a_flood_of_connections_leaves_nothing_behind_and_a_call_is_served
         assert time.monotonic() - started < 5.0
         assert SERVED == ["good.1"]
         await asyncio.sleep(0.05)
-        assert len(asyncio.all_tasks()) == tasks_before + 1
-        assert open_fds() == fds_before
+        assert len(asyncio.all_tasks()) <= tasks_before + 1
+        assert open_fds() <= fds_before
     finally:
         stalled = await watch.stop()
         await server.stop(0.5)
