@@ -155,3 +155,18 @@ async def test_business_hours_branch_asks_the_routing_rules() -> None:
 
     assert await ending_when(True) == RouteRequest("general")
     assert await ending_when(False) == SelfServed("closed")
+
+
+async def test_a_flood_of_wrong_keys_ends_at_the_fallback_in_bounded_steps() -> None:
+    """A caller (or a fax, or a stuck key) pouring out keys: each menu takes its retries and moves
+    on; the call ends at the fallback queue, not in a loop, and no key is kept beyond its use."""
+    ending, ctx, caller = await run("1" + "9" * 5000, barge_in=True)  # Mandarin, then 9s forever
+    assert ending == RouteRequest("fallback") and ctx.fallback_reason == "invalid_input"
+    assert len(ctx.path) < 10 and len(caller.keys) > 4900  # three tries used, the rest never read
+
+
+async def test_digits_past_max_digits_are_not_taken() -> None:
+    # Mandarin, faults, broadband: 40 digits where at most 12 are taken (as Asterisk's GET DATA would).
+    ending, ctx, caller = await run("131" + "1234567890" * 4 + "#")
+    assert ending == RouteRequest("broadband")
+    assert ctx.variables["broadband_account"] == "123456789012" and len(caller.keys) == 29
