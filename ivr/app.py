@@ -25,7 +25,7 @@ from ivr.menu.schema import Menu
 from ivr.outcomes import OutcomeStore
 from ivr.prompts import PromptLibrary, build_prompts
 from ivr.queueing import QueueHandlers
-from ivr.reconcile import OutcomeWatchdog
+from ivr.reconcile import UNFINISHED_FILE, OutcomeWatchdog, UnfinishedCalls
 from ivr.retention import run_recording_expiry
 from ivr.revisit import RevisitCall
 from ivr.selfservice import RedisAccounts
@@ -63,6 +63,7 @@ class Hotline:
     ager: PriorityAger | None = None
     callbacks: Callbacks | None = None
     watchdog: OutcomeWatchdog | None = None
+    unfinished: UnfinishedCalls | None = None
     speech: SpeechService | None = None
     tickets: TicketStore | None = None
     revisits: ReturnVisits | None = None
@@ -210,6 +211,13 @@ class Hotline:
         self.revisits = ReturnVisits(self.ami, self.redis, self.tickets, self.current_rules, outcomes=self.outcomes,
                                      has_script=lambda: self.current_menu().revisit is not None)
         await self.ami.start()
+        journal = s.unfinished_journal
+        if journal is None and self.pbx is not None:
+            journal = self.pbx.host_path(await asyncio.to_thread(self.pbx.instance_dir)) / "log" / UNFINISHED_FILE
+        if journal is not None:
+            self.unfinished = UnfinishedCalls(journal, self.outcomes, self.states, lambda: self.current_menu().name,
+                                              self.router.fallback_queue)
+            self._tasks.append(asyncio.create_task(self.unfinished.run(), name="unfinished-calls"))
         self._tasks.append(asyncio.create_task(self.revisits.run(), name="return-visits"))
         self._tasks.append(asyncio.create_task(run_recording_expiry(recordings.host_dir, s.recordings_keep_days),
                                                name="recording-expiry"))

@@ -199,7 +199,7 @@ def build_outcome(
         tickets=list(call.tickets) if call else [],
         skill=var(v.SKILL) or None,
         queue=queue,
-        priority=int(priority) if priority and priority.isdigit() else None,
+        priority=int(priority) if priority and priority.isascii() and priority.isdigit() else None,
         agent=agent,
         wait_seconds=wait,
         talk_seconds=talk,
@@ -350,4 +350,5 @@ class CallHandlers:
             self._left_queue(uniqueid),
         )
         created = await self._outcomes.save(record)
+        await channel.set_variable(v.RECORDED, "1")  # the dialplan journals the call unless this is set
         log.info("call %s ended: %s%s", uniqueid, record.disposition.value, "" if created else " (duplicate ignored)")

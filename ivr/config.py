@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     asterisk_recordings_dir: str = ""  # the same folder as Asterisk writes it
     recordings_keep_days: float = 30.0  # kept recordings (ticket descriptions, keep_recording) expire after
 
+    # The hangup handler's journal of calls no controller recorded (extensions.conf [hotline-finish]),
+    # as the controller reads it. Default: the local PBX's log folder; with a remote Asterisk, a
+    # shared path to its ASTLOGDIR/hotline-unfinished.csv (unset: those calls are only reported).
+    unfinished_journal: Path | None = None
+
     customer_lookup_timeout: float = 1.0
     drain_timeout: float = 10.0
 

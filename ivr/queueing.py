@@ -91,7 +91,8 @@ class QueueHandlers:
             customer_class = CustomerClass(values[v.CUSTOMER_CLASS] or "public")
         except ValueError:
             customer_class = CustomerClass.PUBLIC
-        base = int(values[v.PRIORITY] or 0) if (values[v.PRIORITY] or "").isdigit() else 0
+        given = values[v.PRIORITY] or ""
+        base = int(given) if given.isascii() and given.isdigit() else 0
         target = rules.class_rule(customer_class).service_level.seconds
         priority = max(base, aged_priority(base, waited, target, rules.aging.points_per_target)
                        if rules.aging.enabled else base)
@@ -100,7 +101,7 @@ class QueueHandlers:
         app_position = values[v.QUEUE_POSITION] or ""
         if left is not None and left.position > 0:
             position = left.position
-        elif app_position.isdigit() and int(app_position) > 0:
+        elif app_position.isascii() and app_position.isdigit() and int(app_position) > 0:
             position = int(app_position)
         else:
             position = (live.ahead_of(queue, priority) + 1) if live else 1
@@ -110,7 +111,7 @@ class QueueHandlers:
         skill = rules.skills.get(values[v.SKILL] or "")
         announcing = menu.waiting is not None and rules.waiting.announce_after > 0
         taken_text = values[v.OVERFLOWED] or ""
-        taken = int(taken_text) if taken_text.isdigit() else 0
+        taken = int(taken_text) if taken_text.isascii() and taken_text.isdigit() else 0
         # The overflow steps still ahead, as (seconds waited, queue); the first is also the dialplan's own.
         if taken_text == "fallback":  # the dialplan's queue of last resort: nowhere further to go
             steps = []

@@ -13,10 +13,13 @@ make two.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from panoramisk.message import Message
 from redis.asyncio import Redis
@@ -175,3 +178,75 @@ class OutcomeWatchdog:
                 await self.check()
             except Exception:
                 log.exception("outcome reconciliation round failed; trying again")
+
+
+# The hangup handler's own journal (extensions.conf [hotline-finish]): uniqueid, caller number,
+# FINISH_VARIABLES in order, end time.
+UNFINISHED_COLUMNS = ("UNIQUEID", "CALLERID(num)", *v.FINISH_VARIABLES, "EPOCH")
+UNFINISHED_FILE = "hotline-unfinished.csv"  # in Asterisk's log directory
+
+
+class UnfinishedCalls:
+    """Calls whose hangup handler found no controller (none was up, or it died mid-``finish``).
+
+    The dialplan writes their variables to a file of its own; this turns each line into the
+    outcome record ``finish`` would have written (``source: dialplan``), with the IVR's state kept
+    in Redis. The file is renamed before it is read, so Asterisk starts a new one for the next
+    lines and a line is never taken twice; what could not be stored stays for the next round.
+    """
+
+    def __init__(self, path: Path, outcomes: OutcomeStore, states: CallStates, menu_name: Callable[[], str],
+                 fallback_queue: Callable[[], str]) -> None:
+        self.path = path
+        self._taken = path.with_name(path.name + ".taking")
+        self._outcomes = outcomes
+        self._states = states
+        self._menu_name = menu_name
+        self._fallback_queue = fallback_queue
+        self.written = 0
+
+    async def take(self) -> int:
+        """Write the records the journal owes; returns how many were new."""
+        if not self._taken.exists():
+            try:
+                await asyncio.to_thread(self.path.rename, self._taken)
+            except FileNotFoundError:
+                return 0
+        text = await asyncio.to_thread(self._taken.read_text, encoding="utf-8", errors="replace")
+        written = 0
+        for row in csv.reader(io.StringIO(text)):
+            if len(row) != len(UNFINISHED_COLUMNS) or not row[0]:
+                log.error("unreadable line in %s: %.80s", self._taken, ",".join(row))
+                continue
+            values: dict[str, str | None] = {
+                name: (value or None) for name, value in zip(UNFINISHED_COLUMNS, row, strict=True)}
+            uniqueid, caller = row[0], row[1]
+            try:
+                ended = float(row[-1])
+            except ValueError:
+                ended = time.time()
+            if await self._outcomes.get(uniqueid) is not None:
+                continue  # finish stored it after all (it died before saying so), or the watchdog did
+            context, ivr_ended = await self._states.take(uniqueid)
+            record = build_outcome(uniqueid, normalize_number(caller), context, ivr_ended, values,
+                                   self._menu_name(), self._fallback_queue(), ended)
+            record.source = "dialplan"
+            if await self._outcomes.save(record):
+                written += 1
+                log.warning("call %s ended with no controller to record it; written from the dialplan's journal: %s",
+                            uniqueid, record.disposition.value)
+        await asyncio.to_thread(self._taken.unlink)
+        self.written += written
+        return written
+
+    async def run(self, interval: float = 5.0) -> None:
+        """Background task (owned by the app): at start (calls that ended while no controller was
+        up) and every few seconds after."""
+        while True:
+            try:
+                await self.take()
+            except (RedisError, OSError) as exc:
+                log.warning("the dialplan's journal of unrecorded calls waits: %s", exc)
+            except Exception:
+                log.exception("taking the dialplan's journal of unrecorded calls failed")
+            await asyncio.sleep(interval)

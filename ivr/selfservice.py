@@ -115,7 +115,7 @@ class RedisAccounts:
             raise ValueError(f"unknown account fields: {', '.join(sorted(unknown))}")
         mapping: dict[Any, Any] = {k: str(v) for k, v in facts.items() if v is not None}
         if pin is not None:
-            if not pin.isdigit() or not 4 <= len(pin) <= 8:
+            if not (pin.isascii() and pin.isdigit()) or not 4 <= len(pin) <= 8:
                 raise ValueError("a PIN is 4 to 8 digits")
             mapping["pin"] = await asyncio.to_thread(hash_pin, pin)
         if mapping:

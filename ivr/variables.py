@@ -28,6 +28,8 @@ WAIT_QUEUE = "queue"
 WAIT_OVERFLOW = "overflow"
 WAIT_CALLBACK = "callback"
 
+RECORDED = "HOTLINE_RECORDED"  # "1": finish stored the outcome (else the dialplan journals the call)
+
 DONE_ROUTE = "route"
 DONE_HANGUP = "hangup"
 

@@ -302,7 +302,7 @@ class Channel:
         return _digit_from_result(reply)
 
     async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):
             raise ValueError("SAY DIGITS takes decimal digits only")
         reply = await self._execute_live(
             "SAY DIGITS", digits, _check_escape_digits(escape_digits), extra_time=len(digits) * 2.0
@@ -391,7 +391,7 @@ class Channel:
                                max_seconds=max_seconds)
         digit = chr(code) if 0 < code < 128 and chr(code) in DTMF_DIGITS else None
         talked = await self.get_variable("TALK_DETECTED")
-        return TalkResult(digit, int(talked) if talked and talked.isdigit() else None)
+        return TalkResult(digit, int(talked) if talked and talked.isascii() and talked.isdigit() else None)
 
     async def start_capture(self, received_path: str, mixed_path: str) -> None:
         """Keep what the caller says from now on (MixMonitor; ``received_path``: their side only).

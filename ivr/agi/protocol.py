@@ -197,19 +197,26 @@ class LineKind(Enum):
     HANGUP = "hangup"
 
 
+def _has_code(line: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (found by the fuzzer).
+    return len(line) >= 3 and line[:3].isascii() and line[:3].isdigit()
+
+
 def classify_line(line: str) -> LineKind:
     """What a line read between commands is: a reply, the start of a 520 block, or HANGUP."""
     if line == "HANGUP":
         return LineKind.HANGUP
     if line.startswith("520-"):
         return LineKind.USAGE_START
-    if line[:3].isdigit():
+    if _has_code(line):
         return LineKind.REPLY
     raise AgiProtocolError(f"unexpected line from Asterisk: {line[:80]!r}")
 
 
 def parse_reply(line: str, *, data_is_rest: bool = False) -> Reply:
     """Parse a one-line reply: 200, 510, 511 or a single-line 520."""
+    if not _has_code(line):
+        raise AgiProtocolError(f"reply without a status code: {line[:80]!r}")
     code = int(line[:3])
     if code == ReplyCode.SUCCESS:
         return parse_success(line, data_is_rest=data_is_rest)

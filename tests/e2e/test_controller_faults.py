@@ -1,7 +1,8 @@
 """The controller as a separate process under faults (`hotline serve`, which starts Asterisk and
-Redis itself): SIGTERM with a caller in the menu, then SIGKILL with a caller in the menu and a
-restart. Each time the caller still reaches a queue through the dialplan's fallback, and the
-call's outcome is recorded exactly once (checked against Asterisk's CDRs)."""
+Redis itself): SIGTERM with a caller in the menu, then SIGKILL with callers in the menu and a
+restart; one of them hangs up while no controller is up at all. Each time the caller still
+reaches a queue through the dialplan's fallback, and the call's outcome is recorded exactly once
+(checked against Asterisk's CDRs)."""
 
 import asyncio
 import os
@@ -96,6 +97,16 @@ class Serve:
         finally:
             await ami.close()
 
+    async def hang_up(self, uniqueid: str) -> None:
+        """One call hangs up (found by uniqueid in the CLI's concise channel list)."""
+        listing = await asyncio.to_thread(subprocess.run, [PBX, "rx", self.env["HOTLINE_PBX_NAME"],
+                                          "core show channels concise"], capture_output=True, text=True,
+                                          check=True, env=self.env)
+        names = [line.split("!")[0] for line in listing.stdout.splitlines() if line.rstrip().endswith("!" + uniqueid)]
+        assert names, listing.stdout
+        await asyncio.to_thread(subprocess.run, [PBX, "rx", self.env["HOTLINE_PBX_NAME"],
+                                f"channel request hangup {names[0]}"], capture_output=True, check=True, env=self.env)
+
     async def hang_up_test_callers(self) -> None:
         """Every channel of this instance hangs up (the Asterisk CLI; the hotline's AMI user may not)."""
         await asyncio.to_thread(subprocess.run, [PBX, "rx", self.env["HOTLINE_PBX_NAME"], "channel request hangup all"],
@@ -154,8 +165,11 @@ async def test_sigterm_then_sigkill_and_restart_with_callers_in_the_menu(tmp_pat
     serves.append(second)
     await second.start()
     killed_mid_menu = await second.call_idle_in_the_menu(hold=600)  # hung up below, once a controller is back
+    gone_while_down = await second.call_idle_in_the_menu(hold=600)  # hung up while no controller is up
     await asyncio.sleep(6)
     await second.stop(signal.SIGKILL)
+    await asyncio.sleep(2)  # the AGI connections drop; both callers go on to the fallback queue
+    await second.hang_up(gone_while_down)  # its hangup handler finds no controller: the dialplan journals it
 
     # Restarted: it takes over the running Asterisk and Redis; the caller's hangup handler reaches it.
     third = Serve(env)
@@ -166,6 +180,12 @@ async def test_sigterm_then_sigkill_and_restart_with_callers_in_the_menu(tmp_pat
     record = await outcome(third.redis_url, killed_mid_menu, timeout=30)
     assert record.disposition in (Disposition.FALLBACK, Disposition.ABANDONED_QUEUE, Disposition.FAILED), record
     assert record.fallback_reason is not None and record.fallback_reason.startswith("dialplan:"), record
+    # The call that ended with no controller up: the restarted one writes it from the dialplan's journal.
+    journaled = await outcome(third.redis_url, gone_while_down, timeout=30)
+    assert journaled.source == "dialplan", journaled
+    assert journaled.disposition == Disposition.FALLBACK and journaled.fallback_reason is not None, journaled
+    assert journaled.fallback_reason.startswith("dialplan:") and journaled.queue, journaled
+    assert record.source == "finish", record
     earlier = await outcome(third.redis_url, cut_off, timeout=5)  # kept across the restart (AOF)
     assert earlier.fallback_reason is not None and earlier.fallback_reason.startswith("dialplan:"), earlier
 
@@ -178,5 +198,5 @@ async def test_sigterm_then_sigkill_and_restart_with_callers_in_the_menu(tmp_pat
         report = await audit(read_cdr(cdr_file(instance).read_text()), client, now=time.time(), settle=5)
     finally:
         await client.aclose()
-    assert report.checked >= 1 and report.mismatches == 0, (report.missing, report.duplicated)
+    assert report.checked >= 2 and report.mismatches == 0, (report.missing, report.duplicated)
     assert await third.stop(signal.SIGTERM) == 0
