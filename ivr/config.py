@@ -69,6 +69,7 @@ class Settings(BaseSettings):
 
     redis_url: str = ""  # empty with local_redis: the project's own redis-server
     redis_port: int = 6390  # port of the project's own redis-server
+    redis_max_connections: int = 64  # the controller's pool; more calls at once wait for a free one
 
     local_pbx: bool = True  # start Asterisk from the cached chroot (asterisk/hotline-pbx)
     local_redis: bool = True
