@@ -35,8 +35,10 @@ def normalize_number(raw: str) -> str:
 
 
 def mask_number(number: str) -> str:
-    """For logs: enough to correlate, not enough to identify."""
-    return number if len(number) <= 4 else "*" * (len(number) - 4) + number[-4:]
+    """For logs: enough to correlate, not enough to identify. A caller's CR/LF or control bytes
+    become "?" so they cannot forge log lines."""
+    shown = "".join(c if c.isprintable() else "?" for c in number[-4:])
+    return shown if len(number) <= 4 else "*" * min(len(number) - 4, 16) + shown
 
 
 @dataclass(frozen=True)
