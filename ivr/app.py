@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from ivr.agi.server import FastAgiServer
 from ivr.calls import CallHandlers, CallStates
@@ -30,7 +30,7 @@ from ivr.reconcile import UNFINISHED_FILE, OutcomeWatchdog, UnfinishedCalls
 from ivr.retention import run_recording_expiry
 from ivr.revisit import RevisitCall
 from ivr.selfservice import RedisAccounts
-from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret
+from ivr.services import LocalPbx, LocalRedis, PortInUse, local_admin_token, local_ami_secret, redis_client
 from ivr.speech.listen import Recordings, SpeechService
 from ivr.speech.recognizer import SpeechEngine
 from ivr.tickets import DescriptionFolder, TicketDesk, TicketStore
@@ -123,12 +123,7 @@ class Hotline:
             self.local_redis = LocalRedis(s.redis_port, s.state_dir / "redis")
             await self.local_redis.start()
             redis_url = self.local_redis.url
-        # A blocking pool: past max_connections a call waits its turn for a connection (Redis
-        # answers in well under a millisecond) instead of failing; redis-py's default pool raises
-        # "Too many connections" at 100 calls in flight (found by the load test).
-        self.redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-            redis_url or "redis://127.0.0.1:6379/0", max_connections=s.redis_max_connections, timeout=2.0,
-            socket_connect_timeout=1.0, socket_timeout=2.0))
+        self.redis = redis_client(redis_url or "redis://127.0.0.1:6379/0", s.redis_max_connections)
         self.outcomes = OutcomeStore(self.redis, s.outcome_journal)
         self.directory = CustomerDirectory(self.redis, timeout=s.customer_lookup_timeout)
         self.states = CallStates(self.redis)

@@ -198,12 +198,15 @@ class UnfinishedCalls:
     def __init__(self, path: Path, outcomes: OutcomeStore, states: CallStates, menu_name: Callable[[], str],
                  fallback_queue: Callable[[], str]) -> None:
         self.path = path
-        self._taken = path.with_name(path.name + ".taking")
         self._outcomes = outcomes
         self._states = states
         self._menu_name = menu_name
         self._fallback_queue = fallback_queue
         self.written = 0
+
+    @property
+    def _taken(self) -> Path:
+        return self.path.with_name(self.path.name + ".taking")
 
     async def take(self) -> int:
         """Write the records the journal owes; returns how many were new."""

@@ -9,11 +9,13 @@ only allowed on a live channel fail fast while dead-channel-safe ones (GET/SET V
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from ivr.agi.connection import Lines
 from ivr.agi.protocol import (
     AgiEnvironment,
     AgiProtocolError,
@@ -79,6 +81,12 @@ class ChannelState(Enum):
     CLOSED = "closed"  # the connection is gone
 
 
+# Module constants for the per-command path: an enum member lookup costs more than the rest of a check.
+_LIVE, _HUNG_UP, _CLOSED = ChannelState.LIVE, ChannelState.HUNG_UP, ChannelState.CLOSED
+_SUCCESS, _INVALID_COMMAND, _DEAD_CHANNEL, _USAGE = (
+    ReplyCode.SUCCESS, ReplyCode.INVALID_COMMAND, ReplyCode.DEAD_CHANNEL, ReplyCode.USAGE)
+
+
 @dataclass(frozen=True)
 class DigitsResult:
     digits: str
@@ -105,6 +113,7 @@ def _digit_from_result(reply: Reply) -> str | None:
     return chr(code)
 
 
+@functools.lru_cache(maxsize=256)  # a menu's escape digits are few strings, checked on every prompt
 def _check_escape_digits(digits: str) -> str:
     if any(d not in DTMF_DIGITS for d in digits):
         raise ValueError(f"not DTMF digits: {digits!r}")
@@ -114,44 +123,36 @@ def _check_escape_digits(digits: str) -> str:
 class Channel:
     """One call's FastAGI conversation."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        environment: AgiEnvironment,
-        *,
-        command_timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, lines: Lines, environment: AgiEnvironment, *, command_timeout: float = 10.0) -> None:
         self.env = environment
-        self._reader = reader
-        self._writer = writer
+        self._lines = lines
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0  # of the command being answered (loop time)
         self._command_timeout = command_timeout
         self._lock = asyncio.Lock()
-        self.state = ChannelState.LIVE
+        self.state = _LIVE
         self.hangup_reason: HangupReason | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _mark_hung_up(self, reason: HangupReason) -> ChannelHangup:
-        if self.state is ChannelState.LIVE:
-            self.state = ChannelState.HUNG_UP
+        if self.state is _LIVE:
+            self.state = _HUNG_UP
             self.hangup_reason = reason
         return ChannelHangup(self.hangup_reason or reason)
 
     def _mark_closed(self) -> ChannelHangup:
-        self.state = ChannelState.CLOSED
+        self.state = _CLOSED
         if self.hangup_reason is None:
             self.hangup_reason = HangupReason.CONNECTION_CLOSED
         return ChannelHangup(HangupReason.CONNECTION_CLOSED)
 
     async def _read_line(self) -> str:
+        """One line before the current command's deadline (TimeoutError after it)."""
         try:
-            raw = await self._reader.readline()
+            raw = await self._lines.readline(self._deadline - self._loop.time())
         except ConnectionError:
             raise self._mark_closed() from None
-        except (asyncio.LimitOverrunError, ValueError) as exc:
-            # ValueError is how StreamReader reports a line over its limit.
-            raise AgiProtocolError(f"unreadable reply: {exc}") from exc
         if not raw.endswith(b"\n"):
             raise self._mark_closed()
         return raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -159,6 +160,8 @@ class Channel:
     async def _read_reply(self, data_is_rest: bool) -> Reply:
         while True:
             line = await self._read_line()
+            if line.startswith("200 "):  # by far the most common line: a plain reply
+                return parse_reply(line, data_is_rest=data_is_rest)
             kind = classify_line(line)
             if kind is LineKind.HANGUP:
                 self._mark_hung_up(HangupReason.HANGUP_LINE)
@@ -168,7 +171,7 @@ class Channel:
                 while not is_usage_end(line):
                     line = await self._read_line()
                     lines.append(line)
-                return Reply(ReplyCode.USAGE, "", None, {}, "\n".join(lines))
+                return Reply(_USAGE, "", None, {}, "\n".join(lines))
             return parse_reply(line, data_is_rest=data_is_rest)
 
     async def _execute(
@@ -180,17 +183,17 @@ class Channel:
         dead_ok: bool = False,
     ) -> Reply:
         """Send one command and read its one reply within the command's deadline."""
-        if self.state is ChannelState.CLOSED:
+        if self.state is _CLOSED:
             raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
-        if self.state is ChannelState.HUNG_UP and not dead_ok:
+        if self.state is _HUNG_UP and not dead_ok:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
         line = encode_command(verb, *arguments)
         async with self._lock:
             try:
-                async with asyncio.timeout(self._command_timeout + extra_time):
-                    self._writer.write(line)
-                    await self._writer.drain()
-                    reply = await self._read_reply(data_is_rest)
+                self._deadline = self._loop.time() + self._command_timeout + extra_time
+                # No drain: one short command at a time, each awaiting its reply, cannot fill a buffer.
+                self._lines.write(line)
+                reply = await self._read_reply(data_is_rest)
             except TimeoutError:
                 self.close()
                 raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
@@ -199,13 +202,13 @@ class Channel:
             except AgiProtocolError:
                 self.close()
                 raise
-        if reply.code == ReplyCode.DEAD_CHANNEL:
+        if reply.code == _DEAD_CHANNEL:
             raise self._mark_hung_up(HangupReason.DEAD_CHANNEL)
-        if reply.code in (ReplyCode.INVALID_COMMAND, ReplyCode.USAGE):
+        if reply.code == _INVALID_COMMAND or reply.code == _USAGE:
             raise AgiCommandError(reply)
-        if reply.code != ReplyCode.SUCCESS:
+        if reply.code != _SUCCESS:
             raise AgiProtocolError(f"unexpected reply code: {reply.text!r}")
-        if self.state is ChannelState.HUNG_UP and not dead_ok:
+        if self.state is _HUNG_UP and not dead_ok:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
         return reply
 
@@ -228,10 +231,9 @@ class Channel:
         return reply
 
     def close(self) -> None:
-        if self.state is not ChannelState.CLOSED:
+        if self.state is not _CLOSED:
             self._mark_closed()
-        if not self._writer.is_closing():
-            self._writer.close()
+        self._lines.close()
 
     async def synchronize(self) -> int:
         """Make sure the next reply we read answers our next command; returns lines discarded.
@@ -245,16 +247,15 @@ class Channel:
         discarded = 0
         async with self._lock:
             try:
-                async with asyncio.timeout(self._command_timeout):
-                    self._writer.write(encode_command("GET FULL VARIABLE", nonce))
-                    await self._writer.drain()
-                    while True:
-                        line = await self._read_line()
-                        if line == f"200 result=1 ({nonce})":
-                            break
-                        if line == "HANGUP":
-                            self._mark_hung_up(HangupReason.HANGUP_LINE)
-                        discarded += 1
+                self._deadline = self._loop.time() + self._command_timeout
+                self._lines.write(encode_command("GET FULL VARIABLE", nonce))
+                while True:
+                    line = await self._read_line()
+                    if line == f"200 result=1 ({nonce})":
+                        break
+                    if line == "HANGUP":
+                        self._mark_hung_up(HangupReason.HANGUP_LINE)
+                    discarded += 1
             except TimeoutError:
                 self.close()
                 raise AgiTimeout("no reply to the synchronizing command") from None
@@ -401,7 +402,7 @@ class Channel:
 
     async def stop_capture(self) -> None:
         """Stop the capture (a caller who hung up stopped it already)."""
-        if self.state is ChannelState.LIVE:
+        if self.state is _LIVE:
             try:
                 capture = await self.get_variable(CAPTURE_VARIABLE)
                 if capture:
@@ -415,7 +416,7 @@ class Channel:
 
     async def hangup(self) -> None:
         """Hang up the caller. Hanging up an already-gone caller is not an error."""
-        if self.state is not ChannelState.LIVE:
+        if self.state is not _LIVE:
             return
         try:
             await self._execute("HANGUP")

@@ -15,14 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from ivr.agi.channel import AgiError, Channel, ChannelHangup
-from ivr.agi.protocol import MAX_ENV_BYTES, AgiProtocolError, parse_environment
+from ivr.agi.connection import AgiConnection
+from ivr.agi.protocol import AgiEnvironment, AgiProtocolError, parse_environment
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Channel], Awaitable[None]]
-
-# Replies are short lines; a reply longer than this is garbage and is not buffered further.
-READ_LIMIT = 64 * 1024
 
 
 class FastAgiServer:
@@ -43,7 +41,8 @@ class FastAgiServer:
         self._command_timeout = command_timeout
         self._allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
         self._server: asyncio.Server | None = None
-        self._sessions: dict[asyncio.Task[None], str] = {}  # task -> script ("" before the env)
+        self._sessions: dict[asyncio.Task[None], str] = {}  # session task -> script
+        self._connections: set[AgiConnection] = set()  # connected, environment not complete yet
         self._refused: set[str] = set()
         self.accepting = False
 
@@ -52,13 +51,20 @@ class FastAgiServer:
         return len(self._sessions)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connection, self.host, self.port, limit=READ_LIMIT)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._connection, self.host, self.port, backlog=1024)
         sockets = self._server.sockets or ()
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
         self.accepting = True
         self._refused.clear()
         log.info("FastAGI listening on %s:%d", self.host, self.port)
+
+    def _connection(self) -> AgiConnection:
+        connection = AgiConnection(self._on_environment, self._peer_allowed, self._header_timeout,
+                                   on_lost=self._connections.discard)
+        self._connections.add(connection)
+        return connection
 
     def refuse(self, *scripts: str) -> None:
         """Refuse new sessions of these scripts (Asterisk's dialplan then takes over)."""
@@ -85,13 +91,14 @@ class FastAgiServer:
         if self._server is not None:
             self._server.close()
         await self.drain(drain_timeout)
+        for connection in list(self._connections):  # still before their environment
+            connection.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
-    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
-        peer = writer.get_extra_info("peername")
-        if not peer:
+    def _peer_allowed(self, peer: object) -> bool:
+        if not self.accepting or not isinstance(peer, tuple) or not peer:
             return False
         try:
             address = ipaddress.ip_address(peer[0])
@@ -99,72 +106,37 @@ class FastAgiServer:
             return False
         return any(address in network for network in self._allowed)
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions[task] = ""
-        try:
-            await self._serve(reader, writer, task)
-        except asyncio.CancelledError:
-            # Only drain()/stop() cancel sessions, and this is the connection task's outermost
-            # frame: end it quietly. (Python 3.11's start_server callback calls task.exception()
-            # on a cancelled task and logs the CancelledError as an error.)
-            log.info("call session cancelled at shutdown")
-        finally:
-            self._sessions.pop(task, None)
-            if not writer.is_closing():
-                writer.close()
-
-    @staticmethod
-    async def _rest_of_environment(reader: asyncio.StreamReader, raw: bytes) -> bytes:
-        """Asterisk writes caller name and number raw: a blank line inside one ends the block early.
-
-        Its last fixed variable is ``agi_threadid`` (only ``agi_arg_N`` follow). If that is
-        missing, what follows straight away is still environment, not a reply: read it too, so
-        the first reply we read really answers our first command.
-        """
-        for _ in range(8):
-            if b"\nagi_threadid:" in b"\n" + raw:
-                break
-            try:
-                async with asyncio.timeout(0.05):
-                    raw += await reader.readuntil(b"\n\n")
-            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-                break
-        return raw
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
-    ) -> None:
-        if not self.accepting or not self._peer_allowed(writer):
-            log.warning("FastAGI connection refused from %s", writer.get_extra_info("peername"))
-            return
-        try:
-            async with asyncio.timeout(self._header_timeout):
-                raw = await reader.readuntil(b"\n\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            log.info("FastAGI peer closed before sending its environment")
-            return
-        except (asyncio.LimitOverrunError, ValueError):
-            log.warning("FastAGI environment over %d bytes; dropped", READ_LIMIT)
-            return
-        except TimeoutError:
-            log.warning("FastAGI environment not received within %.1fs", self._header_timeout)
-            return
-        raw = await self._rest_of_environment(reader, raw)
-        if len(raw) > MAX_ENV_BYTES:
-            log.warning("FastAGI environment of %d bytes exceeds %d; dropped", len(raw), MAX_ENV_BYTES)
-            return
+    def _on_environment(self, connection: AgiConnection, raw: bytes) -> None:
+        """A connection's environment is complete: start its session, or turn it away."""
+        self._connections.discard(connection)
         env = parse_environment(raw)
         if env.script in self._refused:
             log.info("call %s: %s refused while shutting down", env.uniqueid, env.script)
+            connection.close()
             return
-        self._sessions[task] = env.script
         handler = self._handlers.get(env.script)
         if handler is None or not env.uniqueid:
             log.warning("FastAGI request for unknown script %r or without uniqueid; dropped", env.script)
+            connection.close()
             return
-        channel = Channel(reader, writer, env, command_timeout=self._command_timeout)
+        task = asyncio.get_running_loop().create_task(self._session(connection, env, handler))
+        self._sessions[task] = env.script
+
+    async def _session(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler) -> None:
+        task = asyncio.current_task()
+        try:
+            await self._serve(connection, env, handler)
+        except asyncio.CancelledError:
+            # Only drain()/stop() cancel sessions, and this is the session task's outermost
+            # frame: end it quietly.
+            log.info("call session cancelled at shutdown")
+        finally:
+            if task is not None:
+                self._sessions.pop(task, None)
+            connection.close()
+
+    async def _serve(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler) -> None:
+        channel = Channel(connection, env, command_timeout=self._command_timeout)
         try:
             await channel.synchronize()
             await handler(channel)

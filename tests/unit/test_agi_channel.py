@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from ivr.agi.channel import AgiCommandError, AgiTimeout, Channel, ChannelHangup, ChannelState, HangupReason
+from ivr.agi.connection import StreamLines
 from ivr.agi.protocol import parse_environment
 from ivr.agi.server import FastAgiServer
 
@@ -51,7 +52,7 @@ async def channel_with_peer(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     task = asyncio.create_task(server.serve_forever())
     env = parse_environment(b"agi_uniqueid: 1.1\nagi_network_script: hotline\n")
-    return Channel(reader, writer, env, command_timeout=timeout), received, task
+    return Channel(StreamLines(reader, writer), env, command_timeout=timeout), received, task
 
 
 @pytest.fixture

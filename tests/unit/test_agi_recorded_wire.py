@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ivr.agi.channel import AgiCommandError, Channel, ChannelHangup, ChannelState, HangupReason
+from ivr.agi.connection import StreamLines
 from ivr.agi.protocol import parse_environment
 
 WIRE = Path(__file__).resolve().parent.parent / "fixtures" / "agi_wire"
@@ -21,7 +22,7 @@ async def replay(*replies: bytes) -> tuple[Channel, asyncio.StreamWriter]:
     for reply in replies:
         reader.feed_data(reply)
     _, writer = await asyncio.open_connection(*await _sink())
-    return Channel(reader, writer, parse_environment(wire("env_plain.bin")), command_timeout=1), writer
+    return Channel(StreamLines(reader, writer), parse_environment(wire("env_plain.bin")), command_timeout=1), writer
 
 
 _SINK: list[asyncio.Server] = []

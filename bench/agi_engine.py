@@ -1,0 +1,265 @@
+"""AGI engine benchmark: what one controller process carries, beside a floor and peers measured in
+the same run.
+
+1. The script. The hotline engine walks bench/menus/three-level.yaml once against a recording
+   peer (keys 1, 2, 3: three menus, then the route). The command lines it sent and the replies it
+   got become the script every server runs, so all of them hold the same conversation.
+2. Servers, each a process of its own (bench/agi_servers.py, bench/node/server.js): ``raw`` (the
+   floor: a bare asyncio Protocol sending the lines), ``hotline`` (this engine), ``panoramisk``,
+   ``pystrix`` and ``ding-dong`` (Node).
+3. Load. Load generator processes (bench/agi_load.py, uvloop) keep N calls in flight (100, 1000,
+   5000) until a fixed number of calls is made. Server CPU comes from /proc, before and after;
+   the generators report their own CPU, so a generator-bound run shows.
+4. Memory per call in flight: N calls hold mid-menu; the server's RSS growth divided by N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.fake_asterisk import CallScript, Replier, SessionResult, environment
+
+ROOT = Path(__file__).resolve().parent
+NODE_DIR = ROOT / "node"
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KEYS = "123"  # billing, agents, the third option: the route
+
+
+async def capture_script() -> dict[str, list[str]]:
+    """One call through the hotline engine, in this process: the lines it sent and our replies."""
+    from bench.agi_servers import hotline_handlers
+
+    server = hotline_handlers()(0)
+    await server.start()
+    commands: list[str] = []
+    replies: list[str] = []
+    replier = Replier(CallScript(keys=KEYS), SessionResult("capture"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(environment("capture.1", CallScript(keys=KEYS)))
+    while line := await reader.readline():
+        reply = replier.reply(line.decode().rstrip("\n"))
+        commands.append(line.decode())
+        replies.append(reply.decode())
+        writer.write(reply)
+    writer.close()
+    await server.stop(1.0)
+    return {"commands": commands, "replies": replies}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+@dataclass
+class Run:
+    server: str
+    concurrency: int
+    calls: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    generator_cpu: float = 0.0
+    commands: int = 0
+    turns: list[float] = field(default_factory=list)
+    memory_per_call: float | None = None
+    note: str = ""
+
+    @property
+    def cpu_per_call_ms(self) -> float:
+        return 1000 * self.server_cpu / self.calls if self.calls else float("nan")
+
+    def turn(self, share: float) -> float:
+        if not self.turns:
+            return float("nan")
+        ordered = sorted(self.turns)
+        return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def server_command(name: str, port: int, script: Path) -> list[str]:
+    if name == "ding-dong":
+        return ["node", str(NODE_DIR / "server.js"), str(port), str(script)]
+    command = [sys.executable, "-m", "bench.agi_servers", name, str(port), str(script)]
+    return command + (["uvloop"] if name in ("hotline", "raw", "panoramisk") else [])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, script: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.process = subprocess.Popen(server_command(name, self.port, script), stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"{name} did not start: {line!r}")
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def generators(port: int, calls: int, concurrency: int, script: Path, processes: int,
+               hold_at: int = 0) -> list[subprocess.Popen[str]]:
+    share_calls, share_conc = calls // processes, max(1, concurrency // processes)
+    return [subprocess.Popen(
+        [sys.executable, "-m", "bench.agi_load", str(port), str(share_calls), str(share_conc), str(script),
+         str(hold_at), str(result_file(script, n))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent)
+        for n in range(processes)]
+
+
+def result_file(script: Path, n: int) -> Path:
+    return script.with_name(f"result-{n}.json")
+
+
+def load_run(name: str, script: Path, concurrency: int, calls: int, processes: int, timeout: float) -> Run:
+    run = Run(name, concurrency)
+    server = Server(name, script)
+    try:
+        # Warm-up (imports, first allocations) outside the measurement.
+        for warm in generators(server.port, 200, 20, script, 1):
+            warm.communicate(timeout=timeout)
+        before = cpu_seconds(server.process.pid)
+        started = time.perf_counter()
+        loads = generators(server.port, calls, concurrency, script, processes)
+        for n, load in enumerate(loads):
+            try:
+                load.communicate(timeout=max(1.0, timeout - (time.perf_counter() - started)))
+            except subprocess.TimeoutExpired:
+                load.kill()
+                run.note = f"not finished in {timeout:.0f} s"
+                continue
+            result = json.loads(result_file(script, n).read_text())
+            run.calls += result["calls"] - result["errors"]
+            run.errors += result["errors"]
+            run.commands += result["commands"]
+            run.generator_cpu += result["cpu"]
+            run.turns += [t / 1e6 for t in result["turns"]]
+        run.seconds = time.perf_counter() - started
+        run.server_cpu = cpu_seconds(server.process.pid) - before
+        run.memory_per_call = memory_per_call(server, script, concurrency, processes, timeout)
+    finally:
+        server.stop()
+    return run
+
+
+def memory_per_call(server: Server, script: Path, concurrency: int, processes: int, timeout: float) -> float | None:
+    """RSS growth with ``concurrency`` calls held mid-menu (after the second prompt), per call."""
+    idle = rss_bytes(server.process.pid)
+    holds = generators(server.port, concurrency, concurrency, script, processes, hold_at=6)
+    try:
+        for hold in holds:
+            assert hold.stdout is not None
+            if hold.stdout.readline().strip() != "held":
+                return None
+        time.sleep(0.3)
+        held = rss_bytes(server.process.pid)
+    finally:
+        for hold in holds:
+            try:
+                hold.communicate(input="", timeout=timeout)
+            except subprocess.TimeoutExpired:
+                hold.kill()
+    return max(0.0, (held - idle) / concurrency)
+
+
+def node_ready() -> str:
+    """Install ding-dong from npm into bench/node once; '' if it cannot be had here."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node/npm not installed"
+    if not (NODE_DIR / "node_modules" / "ding-dong").exists():
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            return f"npm install failed: {done.stderr[-200:]}"
+    return ""
+
+
+SERVERS = tuple(os.environ.get("BENCH_SERVERS", "raw,hotline,ding-dong,pystrix,panoramisk").split(","))
+
+
+def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int = 6000,
+        processes: int = 2, timeout: float = 120.0) -> tuple[str, list[Run], dict[str, list[str]]]:
+    script = asyncio.run(capture_script())
+    folder = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
+    path = folder / "script.json"
+    path.write_text(json.dumps(script))
+    skipped = {}
+    if reason := node_ready():
+        skipped["ding-dong"] = reason
+    runs: list[Run] = []
+    for concurrency in concurrencies:
+        for name in SERVERS:
+            if name in skipped:
+                continue
+            calls = max(calls_per_run, 2 * concurrency)
+            print(f"  agi: {name} at {concurrency} in flight ...", flush=True)
+            runs.append(load_run(name, path, concurrency, calls, processes, timeout))
+    shutil.rmtree(folder, ignore_errors=True)
+    return markdown(runs, script, skipped), runs, script
+
+
+def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, str]) -> str:
+    commands = len(script["commands"])
+    out = [
+        "## AGI engine\n",
+        f"Each call: {commands} commands, the hotline engine's walk of bench/menus/three-level.yaml "
+        "(sync, answer, three menus with DTMF, the route's variables); every server sends the same lines. "
+        "Load generators: 2 processes (uvloop), closed loop, replies at once. `cpu/call` is the "
+        "server's CPU time per call (from /proc); `× raw` compares it with the raw asyncio floor at "
+        "the same N. `turn` is the server's turn per command: from a reply to its next command, seen "
+        "by the generator (at saturation it is mostly queueing). `mem/call`: RSS growth per call held "
+        "mid-menu.\n",
+        "| N in flight | server | calls/s | cpu/call ms | × raw | turn p50 ms | turn p99 ms | mem/call KiB "
+        "| generator cpu/call ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for concurrency in sorted({r.concurrency for r in runs}):
+        group = [r for r in runs if r.concurrency == concurrency]
+        floor = next((r.cpu_per_call_ms for r in group if r.server == "raw"), float("nan"))
+        for r in group:
+            memory = f"{r.memory_per_call / 1024:.1f}" if r.memory_per_call is not None else "—"
+            gen = 1000 * r.generator_cpu / r.calls if r.calls else float("nan")
+            out.append(
+                f"| {concurrency} | {r.server} | {r.calls / r.seconds:.0f} | {r.cpu_per_call_ms:.3f} | "
+                f"{r.cpu_per_call_ms / floor:.2f} | {r.turn(0.5):.2f} | {r.turn(0.99):.2f} | {memory} | {gen:.3f} | "
+                f"{r.errors}{' ' + r.note if r.note else ''} |")
+    for name, reason in skipped.items():
+        out.append(f"\n{name} was not run: {reason}.")
+    return "\n".join(out) + "\n"
+
+
+def summary(runs: list[Run]) -> dict[str, float]:
+    return {f"{r.server}@{r.concurrency}": round(r.cpu_per_call_ms, 4) for r in runs}
+
+
+if __name__ == "__main__":
+    text, found, _ = run(tuple(int(n) for n in sys.argv[1:]) or (100, 1000, 5000))
+    print(text)
+    print(json.dumps(summary(found)))
+    print(statistics.median([r.cpu_per_call_ms for r in found]))

@@ -1,0 +1,166 @@
+"""The FastAGI servers the engine benchmark compares, each run as a process of its own:
+
+    python -m bench.agi_servers NAME PORT SCRIPT_JSON
+
+- ``hotline``: this project's engine: FastAgiServer, Channel and MenuEngine walking
+  bench/menus/three-level.yaml, then the route's variables.
+- ``raw``: the floor. A minimal asyncio Protocol that sends the script's command lines in order
+  and waits for each reply line; no parsing, no timeouts, no safety.
+- ``panoramisk``: panoramisk's fast_agi Application, sending the same lines.
+- ``pystrix``: pystrix's threaded FastAGIServer, sending the same lines.
+(ding-dong, the Node peer, is bench/node/server.js.)
+
+The peers send exactly the command lines the hotline engine sent (captured by bench/agi_engine.py
+into SCRIPT_JSON), so every server has the same conversation with the load generator. Each
+prints "ready" once it listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+MENU = Path(__file__).resolve().parent / "menus" / "three-level.yaml"
+
+
+def hotline_handlers(command_timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    """The engine under test, wired as `hotline serve` wires it minus Redis (the peers have none)."""
+    from ivr import variables as v
+    from ivr.agi.channel import Channel
+    from ivr.agi.server import FastAgiServer
+    from ivr.menu.engine import CallContext, MenuEngine, RouteRequest
+    from ivr.menu.loader import load_menu
+    from ivr.prompts import PromptLibrary
+    from routing.customers import CustomerClass
+
+    menu = load_menu(MENU, skills={"general"})
+    prompts = PromptLibrary("/var/lib/asterisk/sounds/hotline")
+
+    async def hotline(channel: Channel) -> None:
+        # The commands ivr/calls.py's handler sends around the menu walk: class, priority and
+        # language first; the route's variables after (the decision itself needs Redis: not here).
+        call = CallContext(channel.env.uniqueid, channel.env.caller_number, "", CustomerClass.PUBLIC, "en")
+        await channel.set_variable(v.PRIORITY, 1)
+        await channel.set_variable(v.CUSTOMER_CLASS, call.customer_class.value)
+        await channel.set_variable(v.LANGUAGE, call.language)
+        await channel.answer()
+        ending = await MenuEngine(menu, prompts).run(channel, call)
+        if isinstance(ending, RouteRequest):
+            for name, value in ((v.SKILL, ending.skill), (v.QUEUE, "hotline-" + ending.skill), (v.PRIORITY, 1),
+                                (v.QUEUE_TIMEOUT, ""), (v.OVERFLOW_QUEUE, ""), (v.MAX_PENALTY, ""), (v.SURVEY, ""),
+                                (v.ANNOUNCE, "1"), (v.ANNOUNCE_EVERY, 60), (v.STINT, 20), (v.RULE, ""),
+                                (v.QUEUE_OPTIONS, "r"), (v.DONE, v.DONE_ROUTE)):
+                await channel.set_variable(name, value)
+
+    def make(port: int) -> FastAgiServer:
+        return FastAgiServer({"hotline": hotline}, port=port, command_timeout=command_timeout)
+
+    return make
+
+
+async def serve_hotline(port: int) -> None:
+    server = hotline_handlers()(port)
+    await server.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+class RawSession(asyncio.Protocol):
+    """The floor: after the environment, each reply line releases the next command line."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self._lines = lines
+        self._next = 0
+        self._buffer = b""
+        self._in_env = True
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._buffer += data
+        if self._in_env:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                return
+            self._buffer = self._buffer[end + 2:]
+            self._in_env = False
+            self._send()
+        while (end := self._buffer.find(b"\n")) >= 0:
+            self._buffer = self._buffer[end + 1:]
+            self._send()
+
+    def _send(self) -> None:
+        assert self._transport is not None
+        if self._next == len(self._lines):
+            self._transport.close()
+            return
+        self._transport.write(self._lines[self._next])
+        self._next += 1
+
+
+async def serve_raw(port: int, lines: list[bytes]) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.create_server(lambda: RawSession(lines), "127.0.0.1", port, backlog=4096)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_panoramisk(port: int, lines: list[bytes]) -> None:
+    from panoramisk.fast_agi import Application
+
+    commands = [line.decode().rstrip("\n") for line in lines]
+    app = Application()
+
+    async def hotline(request) -> None:  # type: ignore[no-untyped-def]
+        for command in commands:
+            await request.send_command(command)
+
+    app.add_route("hotline", hotline)
+    await asyncio.start_server(app.handler, "127.0.0.1", port, backlog=4096)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def serve_pystrix(port: int, lines: list[bytes]) -> None:
+    import pystrix.agi
+    from pystrix.agi.agi_core import _Action
+
+    actions = [_Action(line.decode().rstrip("\n")) for line in lines]
+
+    def hotline(agi, args, kwargs, match, path) -> None:  # type: ignore[no-untyped-def]
+        for action in actions:
+            agi.execute(action)
+
+    server = pystrix.agi.FastAGIServer(interface="127.0.0.1", port=port)
+    server.register_script_handler(None, hotline)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def main() -> None:
+    name, port, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    lines = [line.encode() for line in json.loads(Path(script).read_text())["commands"]]
+    if name == "pystrix":
+        serve_pystrix(port, lines)
+        return
+    if len(sys.argv) > 4 and sys.argv[4] == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    if name == "hotline":
+        asyncio.run(serve_hotline(port))
+    elif name == "raw":
+        asyncio.run(serve_raw(port, lines))
+    elif name == "panoramisk":
+        asyncio.run(serve_panoramisk(port, lines))
+    else:
+        raise SystemExit(f"unknown server {name}")
+
+
+if __name__ == "__main__":
+    main()
