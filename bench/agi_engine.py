@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -175,7 +176,8 @@ def memory_per_call(server: Server, script: Path, concurrency: int, processes: i
     try:
         for hold in holds:
             assert hold.stdout is not None
-            if hold.stdout.readline().strip() != "held":
+            ready, _, _ = select.select([hold.stdout], [], [], timeout)  # a server that drops calls never holds
+            if not ready or hold.stdout.readline().strip() != "held":
                 return None
         time.sleep(0.3)
         held = rss_bytes(server.process.pid)

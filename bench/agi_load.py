@@ -36,12 +36,15 @@ SAMPLE_EVERY = 7  # turn times kept: one in seven, enough for p99 without the me
 
 
 class Generator:
-    def __init__(self, port: int, calls: int, concurrency: int, replies: dict[bytes, bytes], hold_at: int) -> None:
+    def __init__(self, port: int, calls: int, concurrency: int, replies: dict[bytes, bytes], hold_at: int,
+                 expected: int) -> None:
         self.port = port
         self.calls = calls
         self.concurrency = concurrency
         self.replies = replies
         self.hold_at = hold_at
+        self.expected = expected  # commands in a whole call
+        self.cut_short = 0
         self.started = 0
         self.finished = 0
         self.errors = 0
@@ -118,11 +121,14 @@ class Session(asyncio.Protocol):
             self.sent = time.perf_counter()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.g.hold_at and self.commands < self.g.expected:
+            self.g.cut_short += 1  # the server ended the call before the script's end: not a call made
         self.g.session_ended()
 
 
-async def run(port: int, calls: int, concurrency: int, replies: dict[bytes, bytes], hold_at: int) -> dict[str, object]:
-    g = Generator(port, calls, concurrency, replies, hold_at)
+async def run(port: int, calls: int, concurrency: int, replies: dict[bytes, bytes], hold_at: int,
+              expected: int) -> dict[str, object]:
+    g = Generator(port, calls, concurrency, replies, hold_at, expected)
     started = time.perf_counter()
     for _ in range(min(concurrency, calls)):
         g.start_one()
@@ -135,7 +141,7 @@ async def run(port: int, calls: int, concurrency: int, replies: dict[bytes, byte
                 session.transport.close()
     await g.done
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"calls": g.finished, "errors": g.errors, "commands": g.commands,
+    return {"calls": g.finished, "errors": g.errors + g.cut_short, "commands": g.commands,
             "seconds": time.perf_counter() - started, "cpu": usage.ru_utime + usage.ru_stime, "turns": g.turns}
 
 
@@ -147,7 +153,7 @@ def main() -> None:
     hold_at = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     out = Path(sys.argv[6]) if len(sys.argv) > 6 else None
     replies = {c.encode(): r.encode() for c, r in zip(script["commands"], script["replies"], strict=True)}
-    result = uvloop.run(run(port, calls, concurrency, replies, hold_at))
+    result = uvloop.run(run(port, calls, concurrency, replies, hold_at, len(script["commands"])))
     turns = result["turns"]
     assert isinstance(turns, list)
     if len(turns) > 20_000:  # a uniform sample is enough for p99 and keeps the line short

@@ -101,8 +101,10 @@ class Replier:
 
 
 async def run_session(host: str, port: int, uniqueid: str, script: CallScript, *,
-                      timeout: float = 60.0) -> SessionResult:
-    """One call from connect to the controller's close."""
+                      timeout: float = 60.0, think: float = 0.0) -> SessionResult:
+    """One call from connect to the controller's close. ``think``: seconds before each reply
+    (Asterisk playing a short prompt), so that many calls are in flight at once without every
+    one of them asking for the controller's attention at the same instant."""
     result = SessionResult(uniqueid)
     replier = Replier(script, result)
     started = time.perf_counter()
@@ -118,7 +120,10 @@ async def run_session(host: str, port: int, uniqueid: str, script: CallScript, *
                     break  # the controller ended the session
                 result.turns.append(time.perf_counter() - replied)
                 result.commands += 1
-                writer.write(replier.reply(raw.decode("utf-8", "replace").rstrip("\n")))
+                reply = replier.reply(raw.decode("utf-8", "replace").rstrip("\n"))
+                if think:
+                    await asyncio.sleep(think)
+                writer.write(reply)
                 replied = time.perf_counter()
     except (TimeoutError, OSError, ValueError, IndexError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
@@ -127,3 +132,29 @@ async def run_session(host: str, port: int, uniqueid: str, script: CallScript, *
             writer.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def _calls(port: int, ids: list[str], keys: str, prefix: str, rate: float, think: float) -> list[SessionResult]:
+    async def one(n: int, uniqueid: str) -> SessionResult:
+        await asyncio.sleep(n / rate)
+        return await run_session("127.0.0.1", port, uniqueid, CallScript(keys=keys, caller=f"{prefix}{n:07d}"),
+                                 think=think)
+
+    return await asyncio.gather(*(one(n, u) for n, u in enumerate(ids)))
+
+
+def main() -> None:
+    """``python -m bench.fake_asterisk PORT KEYS PREFIX RATE THINK OUT_JSON UNIQUEID...``: calls
+    from a process of their own (the load test's peer), results to OUT_JSON."""
+    import json
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    port, keys, prefix, rate, think, out = sys.argv[1:7]
+    results = asyncio.run(_calls(int(port), sys.argv[7:], keys, prefix, float(rate), float(think)))
+    Path(out).write_text(json.dumps([asdict(r) for r in results]))
+
+
+if __name__ == "__main__":
+    main()

@@ -208,16 +208,25 @@ class UnfinishedCalls:
     def _taken(self) -> Path:
         return self.path.with_name(self.path.name + ".taking")
 
-    async def take(self) -> int:
+    async def take(self, settle: float = 1.0) -> int:
         """Write the records the journal owes; returns how many were new."""
         if not self._taken.exists():
             try:
                 await asyncio.to_thread(self.path.rename, self._taken)
             except FileNotFoundError:
                 return 0
+            # Asterisk's FILE() opens, writes and closes: a line whose open came just before the
+            # rename still lands in the renamed file. Give it that moment before reading.
+            await asyncio.sleep(settle)
         text = await asyncio.to_thread(self._taken.read_text, encoding="utf-8", errors="replace")
         written = 0
-        for row in csv.reader(io.StringIO(text)):
+        try:
+            rows = list(csv.reader(io.StringIO(text)))
+        except csv.Error as exc:  # never written by Asterisk's CSV_QUOTE: keep it aside, go on
+            log.error("the journal %s is not CSV (%s); kept as %s.bad", self._taken, exc, self._taken)
+            await asyncio.to_thread(self._taken.rename, self._taken.with_name(self._taken.name + ".bad"))
+            return 0
+        for row in rows:
             if len(row) != len(UNFINISHED_COLUMNS) or not row[0]:
                 log.error("unreadable line in %s: %.80s", self._taken, ",".join(row))
                 continue

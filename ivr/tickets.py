@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -275,6 +276,7 @@ class DescriptionFolder:
         name = f"{re.sub(r'[^A-Za-z0-9.-]', '_', uniqueid)[:64]}-{uuid.uuid4().hex[:8]}"
         audio = self.host_dir / f"{name}.sln"
         hung_up: ChannelHangup | None = None
+        recorded = 0  # samples Asterisk says it recorded
         try:
             await asyncio.to_thread(self.host_dir.mkdir, parents=True, exist_ok=True)
             result = await recorder.record_file(
@@ -284,6 +286,7 @@ class DescriptionFolder:
             if result.ended_by == "writefile":
                 log.warning("call %s: description could not be written (disk full?)", uniqueid)
                 return "", None
+            recorded = result.end_position
         except ChannelHangup as hangup:
             hung_up = hangup
         except (AgiCommandFailed, OSError) as exc:
@@ -291,9 +294,26 @@ class DescriptionFolder:
             return "", None
         size = await settled_size(audio)
         if not size:
+            # With the disk full Asterisk's writes fail but RECORD FILE answers as usual (seen:
+            # "timeout", endpos 0), just as for a caller who said nothing: ask the disk.
+            free = await asyncio.to_thread(free_bytes, self.host_dir)
+            if recorded or free < LOW_DISK_BYTES:
+                log.warning("call %s: description could not be written (disk full?): %d samples recorded, "
+                            "%d bytes free", uniqueid, recorded, free)
             await asyncio.to_thread(audio.unlink, missing_ok=True)
             return "", hung_up
         return str(audio), hung_up
+
+
+LOW_DISK_BYTES = 1024 * 1024  # less free than this where recordings go: an empty one is a failed write
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
 
 
 def describe(ticket: Ticket, now: float) -> str:

@@ -129,7 +129,7 @@ class Channel:
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0  # of the command being answered (loop time)
         self._command_timeout = command_timeout
-        self._lock = asyncio.Lock()
+        self._busy = False  # a command is out: the next one waiting for its reply would be a bug
         self.state = _LIVE
         self.hangup_reason: HangupReason | None = None
 
@@ -153,14 +153,21 @@ class Channel:
             raw = await self._lines.readline(self._deadline - self._loop.time())
         except ConnectionError:
             raise self._mark_closed() from None
-        if not raw.endswith(b"\n"):
+        return self._line_of(raw)
+
+    def _line_of(self, raw: bytes) -> str:
+        if not raw.endswith(b"\n"):  # the stream ended inside a line, or before one
             raise self._mark_closed()
         return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
-    async def _read_reply(self, data_is_rest: bool) -> Reply:
+    async def _read_reply(self, data_is_rest: bool, first: bytes | None = None) -> Reply:
+        """The reply to the command just sent; ``first``: its first line, already read."""
         while True:
-            line = await self._read_line()
-            if line.startswith("200 "):  # by far the most common line: a plain reply
+            if first is not None:
+                line, first = self._line_of(first), None
+            else:
+                line = await self._read_line()
+            if line.startswith("200 "):
                 return parse_reply(line, data_is_rest=data_is_rest)
             kind = classify_line(line)
             if kind is LineKind.HANGUP:
@@ -188,20 +195,28 @@ class Channel:
         if self.state is _HUNG_UP and not dead_ok:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
         line = encode_command(verb, *arguments)
-        async with self._lock:
-            try:
-                self._deadline = self._loop.time() + self._command_timeout + extra_time
-                # No drain: one short command at a time, each awaiting its reply, cannot fill a buffer.
-                self._lines.write(line)
-                reply = await self._read_reply(data_is_rest)
-            except TimeoutError:
-                self.close()
-                raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
-            except (ConnectionError, OSError):
-                raise self._mark_closed() from None
-            except AgiProtocolError:
-                self.close()
-                raise
+        if self._busy:
+            raise RuntimeError("a channel carries one command at a time; the call flow is sequential")
+        self._busy = True
+        try:
+            self._deadline = self._loop.time() + self._command_timeout + extra_time
+            # No drain: one short command at a time, each awaiting its reply, cannot fill a buffer.
+            self._lines.write(line)
+            first = await self._lines.readline(self._command_timeout + extra_time)
+            if first.startswith(b"200 ") and first.endswith(b"\n"):  # by far the most common reply: parse it here
+                reply = parse_reply(first.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
+            else:
+                reply = await self._read_reply(data_is_rest, first)
+        except TimeoutError:
+            self.close()
+            raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
+        except (ConnectionError, OSError):
+            raise self._mark_closed() from None
+        except AgiProtocolError:
+            self.close()
+            raise
+        finally:
+            self._busy = False
         if reply.code == _DEAD_CHANNEL:
             raise self._mark_hung_up(HangupReason.DEAD_CHANNEL)
         if reply.code == _INVALID_COMMAND or reply.code == _USAGE:
@@ -245,22 +260,24 @@ class Channel:
         """
         nonce = "hotline-sync-" + secrets.token_hex(8)
         discarded = 0
-        async with self._lock:
-            try:
-                self._deadline = self._loop.time() + self._command_timeout
-                self._lines.write(encode_command("GET FULL VARIABLE", nonce))
-                while True:
-                    line = await self._read_line()
-                    if line == f"200 result=1 ({nonce})":
-                        break
-                    if line == "HANGUP":
-                        self._mark_hung_up(HangupReason.HANGUP_LINE)
-                    discarded += 1
-            except TimeoutError:
-                self.close()
-                raise AgiTimeout("no reply to the synchronizing command") from None
-            except (ConnectionError, OSError):
-                raise self._mark_closed() from None
+        self._busy = True
+        try:
+            self._deadline = self._loop.time() + self._command_timeout
+            self._lines.write(encode_command("GET FULL VARIABLE", nonce))
+            while True:
+                line = await self._read_line()
+                if line == f"200 result=1 ({nonce})":
+                    break
+                if line == "HANGUP":
+                    self._mark_hung_up(HangupReason.HANGUP_LINE)
+                discarded += 1
+        except TimeoutError:
+            self.close()
+            raise AgiTimeout("no reply to the synchronizing command") from None
+        except (ConnectionError, OSError):
+            raise self._mark_closed() from None
+        finally:
+            self._busy = False
         if discarded:
             log.warning(
                 "call %s: dropped %d stray line(s) before the first reply (hostile caller ID?)",

@@ -28,6 +28,9 @@ READ_LIMIT = 64 * 1024
 # blocks that arrive within this long (up to MAX_EXTRA_BLOCKS) are still environment.
 ENV_GRACE_SECONDS = 0.05
 MAX_EXTRA_BLOCKS = 8
+# Asterisk sends one reply per command (and at most a HANGUP line besides): more lines waiting
+# than this is a peer flooding us, and reading pauses until they are taken.
+MAX_QUEUED_LINES = 64
 
 
 class Lines(Protocol):
@@ -89,11 +92,13 @@ class AgiConnection(asyncio.Protocol):
         self._lines: collections.deque[bytes] = collections.deque()
         self._env: bytearray | None = bytearray()  # None once the environment is complete
         self._extra_blocks = 0
+        self._env_end = -1  # where the last blank line seen in the environment was
         self._env_timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False
+        self._reading_paused = False
         self._error: BaseException | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -138,8 +143,9 @@ class AgiConnection(asyncio.Protocol):
             self.close()
             return
         end = self._env.rfind(b"\n\n")
-        if end < 0:
+        if end < 0 or end == self._env_end:  # no blank line yet, or no new one (a block goes on)
             return
+        self._env_end = end
         complete = b"\n" + bytes(self._env[:end + 2])
         if b"\nagi_threadid:" in complete or self._extra_blocks >= MAX_EXTRA_BLOCKS:
             self._environment_done(end + 2)
@@ -196,6 +202,9 @@ class AgiConnection(asyncio.Protocol):
             del buffer[:]
             if self._transport is not None:
                 self._transport.pause_reading()
+        if len(self._lines) > MAX_QUEUED_LINES and not self._reading_paused and self._transport is not None:
+            self._transport.pause_reading()  # a peer sending lines nobody asked for: stop reading
+            self._reading_paused = True
         if self._lines or self._error is not None:
             self._wake()
 
@@ -217,6 +226,9 @@ class AgiConnection(asyncio.Protocol):
     async def readline(self, timeout: float) -> bytes:
         while True:
             if self._lines:
+                if self._reading_paused and len(self._lines) < MAX_QUEUED_LINES // 2 and self._transport is not None:
+                    self._reading_paused = False
+                    self._transport.resume_reading()
                 return self._lines.popleft()
             if self._error is not None:
                 raise self._error

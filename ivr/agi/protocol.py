@@ -110,8 +110,9 @@ _WRITTEN_BEFORE_CALLER_DATA = frozenset(
 )
 
 
-# One "agi_name: value" line: the name up to the first colon, one space dropped, trailing CRs too.
-_ENV_LINE = re.compile(r"^agi_([^:\n]*): ?(.*?)\r*$", re.MULTILINE)
+# One "agi_name: value" line: the name up to the first colon, one space dropped (trailing CRs are
+# stripped after: "(.*?)\r*$" would be quadratic on a run of CRs in a caller name).
+_ENV_LINE = re.compile(r"^agi_([^:\n]*): ?([^\n]*)", re.MULTILINE)
 
 
 def parse_environment(raw: bytes) -> AgiEnvironment:
@@ -122,7 +123,7 @@ def parse_environment(raw: bytes) -> AgiEnvironment:
     for key, value in _ENV_LINE.findall(text):
         if key in _WRITTEN_BEFORE_CALLER_DATA and key in variables:
             continue
-        variables[key] = value
+        variables[key] = value.rstrip("\r")
     return AgiEnvironment(variables)
 
 

@@ -109,6 +109,9 @@ class FastAgiServer:
     def _on_environment(self, connection: AgiConnection, raw: bytes) -> None:
         """A connection's environment is complete: start its session, or turn it away."""
         self._connections.discard(connection)
+        if not self.accepting:  # stopping: a session started now would escape the drain
+            connection.close()
+            return
         env = parse_environment(raw)
         if env.script in self._refused:
             log.info("call %s: %s refused while shutting down", env.uniqueid, env.script)

@@ -1,10 +1,12 @@
 """The recordings disk full, for real: a tiny tmpfs mounted over the hotline's recordings folder
-and filled to ENOSPC. Asterisk's write fails mid-recording ("Bad write ... No space left on
-device") and RECORD FILE answers ``writefile``; the caller reporting a fault still gets the
-ticket and its number (without the description audio), and the outcome is recorded as usual."""
+and filled to ENOSPC. Asterisk's writes fail ("Bad write ... No space left on device") while
+RECORD FILE answers as if all went well, with the samples it heard; the file stays empty, which
+the hotline logs as a failed write. The caller reporting a fault still gets the ticket and its
+number (without the description audio), and the outcome is recorded as usual."""
 
 import asyncio
 import contextlib
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -47,9 +49,16 @@ async def full_disk(hotline: Hotline) -> AsyncIterator[Path]:
 async def test_a_fault_report_on_a_full_disk_still_opens_the_ticket(
         hotline: Hotline, calls: Calls, description: str, full_disk: Path) -> None:  # noqa: F811
     number = f"139{int(time.time() * 1000) % 10**8:08d}"
+    heard: list[str] = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = lambda record: heard.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("ivr.tickets").addHandler(listener)
     uniqueid = await calls.dial(keys="133", gap=1.5, number=number, hold=40,
                                 extra={"__CALLER_PLAY": description, "__CALLER_PLAY_AFTER": "4"})
-    record = await calls.outcome(uniqueid, timeout=120)
+    try:
+        record = await calls.outcome(uniqueid, timeout=120)
+    finally:
+        logging.getLogger("ivr.tickets").removeHandler(listener)
     assert record.disposition is Disposition.SELF_SERVED, (record.menu_path, record.inputs)
     (ticket_number,) = record.tickets
     assert record.inputs["fault_report"] == f"opened:{ticket_number}"
@@ -57,3 +66,7 @@ async def test_a_fault_report_on_a_full_disk_still_opens_the_ticket(
     assert ticket.phone == number and ticket.description_audio == ""  # nothing could be kept
     kept = [p for p in (full_disk / "tickets").iterdir() if p.stat().st_size > 0]
     assert kept == []
+    # The path taken was Asterisk's failed writes (it heard the caller, the file stayed empty),
+    # not a recording never made.
+    failed = f"call {uniqueid}: description could not be written (disk full?)"
+    assert any(line.startswith(failed) for line in heard), heard

@@ -10,14 +10,17 @@ docs/reliability.md)."""
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from bench.fake_asterisk import CallScript, run_session
+from bench.fake_asterisk import CallScript, SessionResult, run_session
 from ivr import variables as v
 from ivr.app import Hotline
 from ivr.outcomes import RECORD_KEY, Disposition, OutcomeRecord
@@ -33,6 +36,20 @@ TO_AN_AGENT = "10"  # Mandarin, then 0: an agent (the general skill)
 # Calls arrive at this rate (180,000 an hour, well past a large operator's busy hour). All at the
 # same instant, the burst itself (Asterisk starting 200 channels) held the loop back 100-400 ms.
 ARRIVALS_PER_SECOND = 50
+# The fake peer's calls arrive at 200 a second and each reply comes after a short prompt's time,
+# so all 200 are in flight together (each call lasts over 2 s) and the turn measured is the
+# controller's, not a queue behind 199 callers' Redis lookups started at the same instant.
+FAKE_ARRIVALS_PER_SECOND = 200
+THINK = 0.1
+
+
+async def fake_calls(port: int, ids: list[str], out: Path) -> list[SessionResult]:
+    """The fake peer's calls, from a process of its own: its work does not share the controller's loop."""
+    peer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fake_asterisk", str(port), TO_AN_AGENT, "1770", str(FAKE_ARRIVALS_PER_SECOND),
+        str(THINK), str(out), *ids, cwd=Path(__file__).resolve().parents[2])
+    assert await asyncio.wait_for(peer.wait(), 120) == 0
+    return [SessionResult(**fields) for fields in json.loads(out.read_text())]
 
 
 async def arriving(calls: Calls, after: float) -> str:
@@ -137,7 +154,7 @@ async def test_concurrent_real_calls_all_reach_the_queue_and_the_controller_retu
     assert unclosed_server_sockets(hotline.agi.port) == 0
 
 
-async def test_twice_as_many_calls_from_a_fake_peer_all_route(hotline: Hotline) -> None:
+async def test_twice_as_many_calls_from_a_fake_peer_all_route(hotline: Hotline, tmp_path: Path) -> None:
     assert hotline.agi is not None and hotline.outcomes is not None
     count = 2 * REAL_CALLS
     port = hotline.agi.port
@@ -147,15 +164,20 @@ async def test_twice_as_many_calls_from_a_fake_peer_all_route(hotline: Hotline) 
     watch = LoopWatch()
     started = time.monotonic()
     try:
-        walks = await asyncio.gather(*(run_session("127.0.0.1", port, u, CallScript(
-            keys=TO_AN_AGENT, caller=f"1770{n:07d}")) for n, u in enumerate(ids)))
+        walks = await fake_calls(port, ids, tmp_path / "walks.json")
         queued_at = f"{time.time():.3f}"
         # Each call's hangup handler: the caller gave up in the queue it was sent to.
-        finishes = await asyncio.gather(*(run_session("127.0.0.1", port, walk.uniqueid, CallScript(
-            network_script="finish", caller=f"1770{n:07d}", variables={
-                v.DONE: walk.set_variables.get(v.DONE, ""), v.QUEUE: walk.set_variables.get(v.QUEUE, ""),
-                v.QUEUED_AT: queued_at, v.STINT_AT: queued_at, v.IN_QUEUE: walk.set_variables.get(v.QUEUE, ""),
-                v.ABANDONED: "TRUE", v.QUEUE_STATUS: "TIMEOUT"})) for n, walk in enumerate(walks)))
+        hanging_up = asyncio.Semaphore(20)  # hangups come spread out too, a few at a time
+
+        async def finish(n: int, walk: SessionResult) -> SessionResult:
+            async with hanging_up:
+                return await run_session("127.0.0.1", port, walk.uniqueid, CallScript(
+                    network_script="finish", caller=f"1770{n:07d}", variables={
+                        v.DONE: walk.set_variables.get(v.DONE, ""), v.QUEUE: walk.set_variables.get(v.QUEUE, ""),
+                        v.QUEUED_AT: queued_at, v.STINT_AT: queued_at, v.IN_QUEUE: walk.set_variables.get(v.QUEUE, ""),
+                        v.ABANDONED: "TRUE", v.QUEUE_STATUS: "TIMEOUT"}))
+
+        finishes = await asyncio.gather(*(finish(n, walk) for n, walk in enumerate(walks)))
     finally:
         stalled = await watch.stop()
     elapsed = time.monotonic() - started
@@ -173,9 +195,9 @@ async def test_twice_as_many_calls_from_a_fake_peer_all_route(hotline: Hotline) 
           f"controller's turn p50 "
           f"{statistics.median(turns) * 1000:.1f} ms, p99 {p(turns, 0.99) * 1000:.1f} ms; "
           f"first command p99 {p(first, 0.99) * 1000:.1f} ms; loop stalled at most {stalled * 1000:.0f} ms")
-    # All at once, and the peer shares the controller's event loop: a turn waits behind the other
-    # sessions' commands (bench/ measures the engine with the peer in processes of its own).
-    assert p(turns, 0.99) < 0.5 and max(first) < 2.0
+    # bench/ measures the engine at saturation; here the calls come at a pace and are answered
+    # like short prompts: the controller's turn must stay short.
+    assert p(turns, 0.99) < 0.25 and max(first) < 2.0
     assert stalled < 0.25
 
     tasks_after, fds_after = await settled(hotline)

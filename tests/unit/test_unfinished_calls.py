@@ -56,7 +56,7 @@ async def test_each_journaled_call_gets_one_record_with_the_ivr_state(redis: Red
         + '"too","few","columns"\n'
     )
     unfinished = UnfinishedCalls(journal, store, CallStates(redis), lambda: "sample", lambda: "general")
-    assert await unfinished.take() == 2
+    assert await unfinished.take(settle=0) == 2
     assert not journal.exists() and not journal.with_name(journal.name + ".taking").exists()
 
     menu = await store.get("u.menu")
@@ -71,9 +71,9 @@ async def test_each_journaled_call_gets_one_record_with_the_ivr_state(redis: Red
 
     # Lines Asterisk adds later are taken in the next round; a line seen again adds nothing.
     journal.write_text(journal_line("u.menu", "13800000001", now) + journal_line("u.late", "13800000004", now))
-    assert await unfinished.take() == 1
+    assert await unfinished.take(settle=0) == 1
     assert [f[b"uniqueid"] for _, f in await redis.xrange(STREAM_KEY)].count(b"u.menu") == 1
-    assert await unfinished.take() == 0  # nothing there
+    assert await unfinished.take(settle=0) == 0  # nothing there
 
 
 async def test_redis_away_keeps_the_journal_for_the_next_round(redis_server: object, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ async def test_redis_away_keeps_the_journal_for_the_next_round(redis_server: obj
         unfinished = UnfinishedCalls(journal, OutcomeStore(away, tmp_path / "j"), CallStates(away),
                                      lambda: "sample", lambda: "general")
         try:
-            await unfinished.take()
+            await unfinished.take(settle=0)
             raise AssertionError("Redis was away")
         except OSError:
             pass
