@@ -125,12 +125,14 @@ class Server:
 
 
 def generators(port: int, calls: int, concurrency: int, script: Path, processes: int,
-               hold_at: int = 0) -> list[subprocess.Popen[str]]:
+               hold_at: int = 0, think: float = 0.0) -> list[subprocess.Popen[str]]:
     share_calls, share_conc = calls // processes, max(1, concurrency // processes)
+    environment = {**os.environ, "BENCH_THINK": str(think)}
     return [subprocess.Popen(
         [sys.executable, "-m", "bench.agi_load", str(port), str(share_calls), str(share_conc), str(script),
          str(hold_at), str(result_file(script, n))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent,
+        env=environment)
         for n in range(processes)]
 
 
@@ -167,6 +169,25 @@ def load_run(name: str, script: Path, concurrency: int, calls: int, processes: i
     finally:
         server.stop()
     return run
+
+
+def paced_turns(name: str, script: Path, concurrency: int, think: float, timeout: float) -> list[float]:
+    """Turn times with ``concurrency`` calls in flight whose replies come ``think`` seconds after each
+    command (prompts playing): the latency a command adds when the server is not saturated."""
+    server = Server(name, script)
+    turns: list[float] = []
+    try:
+        loads = generators(server.port, concurrency, concurrency, script, 2, think=think)
+        for n, load in enumerate(loads):
+            try:
+                load.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                load.kill()
+                continue
+            turns += [t / 1e6 for t in json.loads(result_file(script, n).read_text())["turns"]]
+    finally:
+        server.stop()
+    return turns
 
 
 def memory_per_call(server: Server, script: Path, concurrency: int, processes: int, timeout: float) -> float | None:
@@ -222,8 +243,43 @@ def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int =
             calls = max(calls_per_run, 2 * concurrency)
             print(f"  agi: {name} at {concurrency} in flight ...", flush=True)
             runs.append(load_run(name, path, concurrency, calls, processes, timeout))
+    paced: dict[str, list[float]] = {}
+    for name in ("raw", "hotline"):
+        print(f"  agi: {name} paced, {PACED_CALLS} in flight ...", flush=True)
+        paced[name] = paced_turns(name, path, PACED_CALLS, PACED_THINK, timeout)
     shutil.rmtree(folder, ignore_errors=True)
-    return markdown(runs, script, skipped), runs, script
+    PACED.clear()
+    PACED.update(paced)
+    return markdown(runs, script, skipped) + paced_markdown(paced), runs, script
+
+
+PACED_CALLS = 1000
+PACED_THINK = 0.5  # each reply half a second after its command: about 2,000 commands a second in all
+PACED: dict[str, list[float]] = {}  # the last run's paced turn times, per server
+
+
+def percentile_ms(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def paced_overhead_ms() -> float:
+    return percentile_ms(PACED.get("hotline", []), 0.99) - percentile_ms(PACED.get("raw", []), 0.99)
+
+
+def paced_markdown(paced: dict[str, list[float]]) -> str:
+    lines = [
+        f"\n### Per-command latency, not saturated\n\n{PACED_CALLS} calls in flight; each reply comes "
+        f"{PACED_THINK:g} s after its command (a prompt playing), so the server is far from saturated and a "
+        "turn is the latency it adds to a command.\n",
+        "| server | turns | p50 ms | p99 ms | p99 over raw ms |", "|---|---|---|---|---|"]
+    floor = percentile_ms(paced.get("raw", []), 0.99)
+    for name, turns in paced.items():
+        p99 = percentile_ms(turns, 0.99)
+        lines.append(f"| {name} | {len(turns)} | {percentile_ms(turns, 0.5):.2f} | {p99:.2f} | {p99 - floor:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, str]) -> str:
@@ -235,7 +291,8 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
         "Load generators: 2 processes (uvloop), closed loop, replies at once. `cpu/call` is the "
         "server's CPU time per call (from /proc); `× raw` compares it with the raw asyncio floor at "
         "the same N. `turn` is the server's turn per command: from a reply to its next command, seen "
-        "by the generator (at saturation it is mostly queueing). `mem/call`: RSS growth per call held "
+        "by the generator, each call's first command (with its connect) aside; at saturation it is mostly "
+        "queueing. `mem/call`: RSS growth per call held "
         "mid-menu.\n",
         "| N in flight | server | calls/s | cpu/call ms | × raw | turn p50 ms | turn p99 ms | mem/call KiB "
         "| generator cpu/call ms | errors |",

@@ -6,7 +6,7 @@ several processes by bench/agi_engine.py:
 
 Closed loop: CONCURRENCY calls are kept in flight until CALLS have been made. Each call sends the
 environment, then answers each command line with the reply the script gives it (prompts "play"
-in zero time; keys come back as the prompts' replies). With HOLD_AT, every call stops answering
+in zero time, or BENCH_THINK seconds; keys come back as the prompts' replies). With HOLD_AT, every call stops answering
 after that many commands and the process prints "held" once all are held (the server's memory
 per call in flight is measured then), and closes them on stdin's end.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import sys
@@ -44,6 +45,7 @@ class Generator:
         self.replies = replies
         self.hold_at = hold_at
         self.expected = expected  # commands in a whole call
+        self.think = float(os.environ.get("BENCH_THINK", "0"))  # seconds before each reply
         self.cut_short = 0
         self.started = 0
         self.finished = 0
@@ -102,7 +104,7 @@ class Session(asyncio.Protocol):
             self.buffer = self.buffer[end + 1:]
             self.commands += 1
             g.commands += 1
-            if g.commands % SAMPLE_EVERY == 0:
+            if g.commands % SAMPLE_EVERY == 0 and self.commands > 1:  # the first turn includes the connect
                 g.turns.append(now - self.sent)
             if g.hold_at and self.commands >= g.hold_at:
                 if not self.holding:
@@ -117,6 +119,13 @@ class Session(asyncio.Protocol):
                     reply = b"200 result=1 (" + line[19:-2] + b")\n"
                 else:
                     reply = b"200 result=0\n"
+            if g.think:  # the prompt "plays" for a while (0.5-1.5x, so calls do not move in step)
+                asyncio.get_running_loop().call_later(g.think * (0.5 + random.random()), self.send, reply)
+            else:
+                self.send(reply)
+
+    def send(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
             self.sent = time.perf_counter()
 

@@ -61,8 +61,12 @@ def hotline_handlers(command_timeout: float = 120.0):  # type: ignore[no-untyped
 
 
 async def serve_hotline(port: int) -> None:
+    import gc
+
     server = hotline_handlers()(port)
     await server.start()
+    gc.collect()
+    gc.freeze()  # as ivr/app.py does once started
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -52,7 +52,8 @@ class FastAgiServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection, self.host, self.port, backlog=1024)
+        # A deep backlog: a burst of calls (Asterisk opens one connection per AGI) waits in the kernel.
+        self._server = await loop.create_server(self._connection, self.host, self.port, backlog=4096)
         sockets = self._server.sockets or ()
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
