@@ -256,12 +256,5 @@ class AgiConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
     def is_closing(self) -> bool:
         return self._transport is None or self._transport.is_closing()
-
-    def peername(self) -> object:
-        return self._transport.get_extra_info("peername") if self._transport is not None else None
