@@ -5,7 +5,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
-DEBIAN_PACKAGES := redis-server espeak-ng debootstrap
+DEBIAN_PACKAGES := redis-server espeak-ng debootstrap chromium
 
 .PHONY: run test setup system lint e2e unit bench clean
 

@@ -41,6 +41,7 @@ from routing.ami import AmiClient, AmiError
 from routing.callbacks import Callbacks
 from routing.customers import CustomerDirectory
 from routing.live import LiveQueues
+from routing.live_feed import LiveFeed
 from routing.render import write_asterisk_config
 from routing.revisits import ReturnVisits
 from routing.router import Router
@@ -61,6 +62,7 @@ class Hotline:
     router: Router | None = None
     agents: AgentSync | None = None
     live: LiveQueues | None = None
+    live_feed: LiveFeed = field(default_factory=LiveFeed)  # the wallboard's push
     ager: PriorityAger | None = None
     callbacks: Callbacks | None = None
     watchdog: OutcomeWatchdog | None = None
@@ -200,7 +202,7 @@ class Hotline:
 
         self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, self.ami_secret, tls=s.ami_tls_context())
         self.agents = AgentSync(self.ami, self.current_rules)  # applies agents after every AMI login
-        self.live = LiveQueues(self.ami, self.redis)  # rebuilt from QueueStatus after every login
+        self.live = LiveQueues(self.ami, self.redis, feed=self.live_feed)  # rebuilt from QueueStatus after every login
         self.live.wrapup_seconds = self.rules.queue_settings.wrapup_seconds
         self.live.handle_times.default_seconds = self.rules.waiting.handle_seconds
         self.ager = PriorityAger(self.ami, self.live, self.current_rules, redis=self.redis)
@@ -225,6 +227,7 @@ class Hotline:
         self._tasks.append(asyncio.create_task(self.callbacks.run_retries(), name="callback-retries"))
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
+        self._tasks.append(asyncio.create_task(self.live.run_mirror(), name="live-queue-mirror"))
         self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))
 
         self._web_runner = web.AppRunner(build_web_app(self))
@@ -299,6 +302,7 @@ class Hotline:
         if self.agi is not None:
             await self.agi.stop(drain_timeout=5.0)
         if self._web_runner is not None:
+            self.live_feed.close()  # ends the wallboards' streams, which would hold the cleanup
             await self._web_runner.cleanup()
         for task in self._tasks:
             task.cancel()

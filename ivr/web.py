@@ -1,4 +1,4 @@
-"""HTTP: health and recent outcomes (the supervisors' dashboard builds on this app)."""
+"""HTTP: health, recent outcomes, the live view (pulled, or pushed to the wallboard), admin actions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ivr import wallboard
 from ivr.selfservice import BackendUnavailable
 from routing.customers import mask_number
 from routing.servicelevel import service_levels
@@ -101,6 +102,11 @@ async def live(request: web.Request) -> web.Response:
         **hotline.live.snapshot(), "ami": bool(hotline.ami and hotline.ami.ready),
         "service_levels_last_hour": levels,
     })
+
+
+async def live_stream(request: web.Request) -> web.StreamResponse:
+    """The live view pushed as server-sent events (what /wallboard shows)."""
+    return await wallboard.stream(request, _hotline(request))
 
 
 ADMIN_HEADER = "X-Hotline-Admin"
@@ -220,6 +226,8 @@ def build_web_app(hotline: Hotline) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/api/live", live)
+    app.router.add_get("/api/live/stream", live_stream)
+    app.router.add_get("/wallboard", wallboard.page)
     app.router.add_post("/api/reload", reload)
     app.router.add_get("/api/speech", speech)
     app.router.add_get("/api/callbacks", callbacks)

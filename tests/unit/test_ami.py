@@ -200,3 +200,66 @@ async def test_ami_over_tls_verifies_the_server_and_logs_in(tmp_path: Path) -> N
         for writer in fake.writers:
             writer.close()
         fake.server.close()
+
+
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "ami_wire" / "queue_call.bin"
+
+
+def recorded_blocks() -> list[str]:
+    """Asterisk 22's AMI stream during a test call: login, FullyBooted, channel events, the call
+    joining and abandoning hotline-general, QueueStatus's list, a Command, a Ping."""
+    return [b.strip() for b in RECORDED.read_bytes().decode().split("\r\n\r\n") if b.strip()]
+
+
+def test_parse_message_gives_what_panoramisk_gives_on_recorded_wire() -> None:
+    from panoramisk.message import Message
+
+    from routing.ami import parse_message
+
+    blocks = [
+        *recorded_blocks(),
+        "Response: Follows\r\nActionID: c1\r\nPrivilege: Command\r\nAsterisk 22\r\n--END COMMAND--",
+        "Response: Success\r\nActionID: a1\r\nResult: %22quoted%20value%22",
+        "no headers here", "Asterisk Call Manager/11.0.0\r\nResponse: Success\r\nActionID: x",
+    ]
+    assert any("ChanVariable: HOTLINE_CLASS=public" in b for b in blocks)  # a repeated header is in there
+    for block in blocks:
+        ours, theirs = parse_message(block), Message.from_line(block)
+        if theirs is None:
+            assert ours is None, block
+            continue
+        assert ours is not None, block
+        assert dict(ours.items()) == dict(theirs.items()), block
+        assert (ours.id, ours.action_id, ours.success, "Event" in ours, ours.get("uniqueID"), ours.content) == (
+            theirs.id, theirs.action_id, theirs.success, "Event" in theirs, theirs.get("uniqueID"), theirs.content)
+    join = parse_message(next(b for b in blocks if b.startswith("Event: QueueCallerJoin")))
+    assert join is not None and join.get("ChanVariable") == [
+        "HOTLINE_CLASS=public", "HOTLINE_PRIORITY=1", f"HOTLINE_QUEUED_AT={join.get('ChanVariable')[2].split('=')[1]}"]
+    assert float(join["Timestamp"]) > 1.7e9  # manager.conf's timestampevents
+
+
+async def test_recorded_wire_in_any_chunking_gives_the_same_events(fake_ami: FakeAmi) -> None:
+    import random
+
+    wire = RECORDED.read_bytes()
+    _, _, stream = wire.partition(b"Event: FullyBooted")  # the fake sends its own greeting and login reply
+    stream = b"Event: FullyBooted" + stream
+    # Every event, QueueStatus's list items too: none of their ActionIDs is this client's.
+    expected = [b.split("\r\n", 1)[0].split(": ", 1)[1] for b in recorded_blocks() if b.startswith("Event: ")]
+    ami = client(fake_ami)
+    seen: list[str] = []
+    ami.on("*", lambda event: seen.append(str(event.get("Event"))))
+    await ami.start()
+    await ami.wait_ready(2)
+    seen.clear()  # the fake's own FullyBooted and our connected event
+    rng = random.Random(3)
+    position = 0
+    while position < len(stream):  # 1 to 200 bytes at a time, splitting headers, lines and CR/LF pairs
+        size = rng.randint(1, 200)
+        fake_ami.emit(stream[position:position + size])
+        position += size
+        await asyncio.sleep(0)
+    await wait_for(lambda: len(seen) >= len(expected))
+    await asyncio.sleep(0.05)
+    assert seen == expected, (seen, expected)
+    await ami.close()

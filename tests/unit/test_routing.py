@@ -200,6 +200,7 @@ async def test_resync_keeps_what_the_join_said_and_does_not_age_twice(redis: Red
     agent = live.agents["q|PJSIP/a1"]
     assert (agent.state, agent.paused_reason) == ("paused", "lunch")
     assert (live.queues["q"].waiting, live.queues["q"].completed) == (2, 7)
+    await live.flush_mirror()  # what the mirror task does every 0.1 s
     assert await redis.hlen("hotline:live:waiting") == 2
 
 
