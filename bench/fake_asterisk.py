@@ -10,6 +10,7 @@ the time from its reply to the controller's next command.
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -65,8 +66,13 @@ class Replier:
         return None
 
     def reply(self, line: str) -> bytes:
-        if line.startswith("GET FULL VARIABLE"):  # the session's sync nonce, echoed
-            return f"200 result=1 ({shlex.split(line)[3]})\n".encode()
+        if line.startswith("GET FULL VARIABLE"):
+            expression = shlex.split(line)[3]
+            names = re.findall(r"\$\{CSV_QUOTE\(\$\{(\w+)\}\)\}", expression)
+            if names:  # several variables at once, as CSV_QUOTE writes them
+                values = ",".join('"' + self._variables.get(n, "").replace('"', '""') + '"' for n in names)
+                return f"200 result=1 ({values})\n".encode()
+            return f"200 result=1 ({expression})\n".encode()  # the session's sync nonce, echoed
         if line.startswith("GET VARIABLE"):
             value = self._variables.get(shlex.split(line)[2])
             return b"200 result=0\n" if value is None else f"200 result=1 ({value})\n".encode()

@@ -58,7 +58,7 @@ class Storm:
     server: str
     rate: int
     sent: int = 0
-    shown: int = 0  # changes the page applied (resync snapshots aside)
+    shown: int = 0  # changes from AMI events the page applied
     gaps: int = 0  # change numbers the page never got
     latencies: list[float] = field(default_factory=list)  # seconds, event stamp -> arrival in the page
     server_cpu: float = 0.0  # seconds over the storm and its drain
@@ -122,9 +122,13 @@ async def measure(kind: str, rates: tuple[int, ...], seconds: float) -> list[Sto
     from playwright.async_api import async_playwright
 
     fake = FakeAmiProcess()
+    storms: list[Storm] = []
     with tempfile.TemporaryDirectory(prefix="hotline-wallboard-") as state:
-        server, web_port = start_server(kind, fake.port, Path(state))
-        storms: list[Storm] = []
+        try:
+            server, web_port = start_server(kind, fake.port, Path(state))
+        except RuntimeError:
+            fake.stop()
+            raise
         try:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -147,7 +151,9 @@ async def measure(kind: str, rates: tuple[int, ...], seconds: float) -> list[Sto
 
 async def storm(kind: str, rate: int, seconds: float, fake: FakeAmiProcess, server_pid: int, page: Page) -> Storm:
     result = Storm(kind, rate)
-    read = "({changes: wallboardStats.changes, snapshots: wallboardStats.snapshots, gaps: wallboardStats.gaps})"
+    # Changes from AMI events: not the resyncs' snapshots, nor aging's priority raises (no event says so).
+    read = ("({changes: wallboardStats.changes - (wallboardStats.kinds.snapshot || 0)"
+            " - (wallboardStats.kinds.priority || 0), gaps: wallboardStats.gaps})")
     before = await page.evaluate(read)
     await page.evaluate("wallboardStats.latencies = []")
     server_cpu, generator_cpu = cpu_seconds(server_pid), cpu_seconds(fake.process.pid)
@@ -157,7 +163,7 @@ async def storm(kind: str, rate: int, seconds: float, fake: FakeAmiProcess, serv
     progress, still = -1, time.monotonic()
     while time.monotonic() - still < 5.0:
         now = await page.evaluate(read)
-        shown = (now["changes"] - before["changes"]) - (now["snapshots"] - before["snapshots"])
+        shown = now["changes"] - before["changes"]
         if shown >= result.sent:
             break
         if shown != progress:
@@ -165,7 +171,7 @@ async def storm(kind: str, rate: int, seconds: float, fake: FakeAmiProcess, serv
         await asyncio.sleep(0.1)
     now = await page.evaluate(read)
     result.server_cpu = cpu_seconds(server_pid) - server_cpu
-    result.shown = (now["changes"] - before["changes"]) - (now["snapshots"] - before["snapshots"])
+    result.shown = now["changes"] - before["changes"]
     result.gaps = now["gaps"] - before["gaps"]
     result.latencies = await page.evaluate("wallboardStats.latencies")
     print(f"  {kind} at {rate}/s: sent {result.sent}, shown {result.shown}, dropped {result.dropped}, "

@@ -294,6 +294,8 @@ class Hotline:
             await self.agi.drain(self.settings.drain_timeout, {"hotline"})
         log.info("stopping: IVR sessions drained")
         if self.ami is not None:
+            if self.live is not None:
+                self.live.going_stale()
             await self.ami.close()  # before Asterisk goes: its going is no reason to reconnect
         log.info("stopping: AMI closed")
         if self.pbx is not None and stop_pbx and self._owns_pbx:

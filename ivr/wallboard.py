@@ -36,6 +36,8 @@ async def stream(request: web.Request, hotline: Hotline) -> web.StreamResponse:
     async with sse_response(request, send_timeout=10.0) as response:
         # Subscribe and snapshot in one step (no await between): the backlog starts right after it.
         subscription = feed.subscribe()
+        if subscription.closed:
+            return response
         snapshot = json.dumps(live.snapshot(), separators=(",", ":"))
         # A browser that goes away ends the pings; that must end the wait for changes too.
         gone = asyncio.create_task(response.wait(), name="wallboard-client")

@@ -106,7 +106,7 @@ class PriorityAger:
                 log.warning("could not raise %s's priority: %s", caller.uniqueid, exc)
                 continue
             if reply.success:
-                caller.priority = wanted
+                self._live.priority_raised(caller, wanted)
                 changed += 1
             else:  # it left the queue in the meantime: the next Leave event removes it
                 log.info("priority of %s not changed: %s", caller.uniqueid, reply.get("Message", ""))

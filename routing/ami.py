@@ -363,7 +363,12 @@ class AmiClient:
         self._handlers.setdefault(event.lower(), []).append(handler)
 
     def inject(self, name: str) -> None:
-        """Queue an event of our own among Asterisk's, for work that must not race their handlers."""
+        """Queue an event of our own among Asterisk's, for work that must not race their handlers.
+        It always gets in: with the queue full, the oldest of Asterisk's events makes room (the
+        view is being rebuilt or marked stale anyway)."""
+        if self._events.full():
+            self._events.get_nowait()
+            self.dropped_events += 1
         self._events_put(Message({"Event": name}))
 
     def _events_put(self, event: Message) -> None:

@@ -213,7 +213,8 @@ class LiveQueues:
             self._mirror(LIVE_WAITING_KEY, uniqueid, None)
         counters = self.queues.get(queue)
         if abandoned and counters is not None:
-            # Asterisk's own count goes up at the same moment; the next resync confirms it.
+            # Asterisk's own count goes up at the same moment. An event that arrived while a
+            # resync's QueueStatus was on its way is counted twice until the next resync (15 s).
             counters.abandoned += 1
             self._mirror(LIVE_QUEUES_KEY, queue, counters)
         self.feed.publish("leave", self._at(event), {
@@ -257,6 +258,16 @@ class LiveQueues:
 
     async def _on_connected(self, _event: Message) -> None:
         await self.resync()
+
+    def priority_raised(self, caller: WaitingCaller, priority: int) -> None:
+        """Aging raised a waiting caller's priority in Asterisk (no event says so)."""
+        caller.priority = priority
+        self._mirror(LIVE_WAITING_KEY, caller.uniqueid, caller)
+        self.feed.publish("priority", self._clock(), {"uniqueid": caller.uniqueid, "priority": priority})
+
+    def going_stale(self) -> None:
+        """The controller is letting go of AMI (stopping): wallboards must not show this view as live."""
+        self.feed.publish("stale", self._clock(), {})
 
     async def _on_lost(self, event: Message) -> None:
         self.feed.publish("stale", self._at(event), {})

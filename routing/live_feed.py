@@ -13,9 +13,9 @@ import asyncio
 
 import orjson
 
-# Changes a client may have waiting before it is resent a snapshot instead: 10 s of a
-# 10,000-events-a-second storm, about 2 MB.
-DEFAULT_BACKLOG = 100_000
+# Changes a client may have waiting before it is resent a snapshot instead: 2 s of a
+# 10,000-events-a-second storm, about 5 MB.
+DEFAULT_BACKLOG = 20_000
 
 
 class Subscription:
@@ -61,6 +61,7 @@ class Subscription:
 class LiveFeed:
     def __init__(self, backlog: int = DEFAULT_BACKLOG) -> None:
         self.seq = 0  # the number of the last change published
+        self.closed = False
         self._backlog = backlog
         self._subscribers: set[Subscription] = set()
 
@@ -83,13 +84,17 @@ class LiveFeed:
         """A new client's backlog. Take its snapshot (and ``seq``) in the same step, before
         awaiting anything, so that the backlog starts right after what the snapshot shows."""
         subscription = Subscription(self, self._backlog)
-        self._subscribers.add(subscription)
+        if self.closed:  # a request that came in while the controller stops: its stream ends at once
+            subscription.closed = True
+        else:
+            self._subscribers.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 
     def close(self) -> None:
-        """Ends every client's stream (the controller is stopping)."""
+        """Ends every client's stream, and those opened from now on (the controller is stopping)."""
+        self.closed = True
         for subscription in list(self._subscribers):
             subscription.close()

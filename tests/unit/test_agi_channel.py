@@ -249,3 +249,19 @@ async def test_record_file_endings_are_told_by_their_word_not_their_number(make)
     assert full.ended_by == "writefile"
     with pytest.raises(ChannelHangup):
         await channel.record_file("/spool/d", "sln", "1", timeout_ms=5000)
+
+
+async def test_several_variables_come_back_in_one_command_whatever_their_values_hold(make) -> None:
+    # What Asterisk answers for ${CSV_QUOTE(..)},…: each value quoted, inner quotes doubled.
+    reply = b'200 result=1 ("route","a, b) (c ""q""","")\n'
+    channel, received = await make([(b"", reply), (b"", b"200 result=1 (x)\n")])
+    values = await channel.get_variables(["HOTLINE_DONE", "QUEUENAME", "ABANDONED"])
+    assert values == {"HOTLINE_DONE": "route", "QUEUENAME": 'a, b) (c "q"', "ABANDONED": ""}
+    assert received == [b'GET FULL VARIABLE "${CSV_QUOTE(${HOTLINE_DONE})},${CSV_QUOTE(${QUEUENAME})},'
+                        b'${CSV_QUOTE(${ABANDONED})}"\n']
+    with pytest.raises(ValueError):
+        await channel.get_variables(["OK", "X}${SHELL(rm -rf /)"])  # names are never expressions
+    from ivr.agi.protocol import AgiProtocolError
+
+    with pytest.raises(AgiProtocolError):  # a reply that does not hold one value per name
+        await channel.get_variables(["A", "B"])

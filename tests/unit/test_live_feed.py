@@ -64,6 +64,26 @@ async def test_closing_the_feed_ends_every_waiting_stream() -> None:
     assert await asyncio.wait_for(waiting, 1) == [] and subscription.closed and feed.clients == 0
 
 
+async def test_a_stream_opened_while_the_controller_stops_ends_at_once() -> None:
+    feed = LiveFeed()
+    feed.close()
+    late = feed.subscribe()
+    assert late.closed and feed.clients == 0
+    assert await asyncio.wait_for(late.next_changes(), 1) == []
+
+
+async def test_our_own_events_get_in_even_when_the_event_queue_is_full() -> None:
+    from routing.ami import AmiClient
+
+    ami = AmiClient("127.0.0.1", 1, "u", "s")
+    ami._events = asyncio.Queue(maxsize=2)
+    ami.inject("a")
+    ami.inject("b")
+    ami.inject(AmiClient.LOST_EVENT)  # full: the oldest makes room
+    names = [ami._events.get_nowait().get("Event") for _ in range(2)]
+    assert names == ["b", AmiClient.LOST_EVENT] and ami.dropped_events == 1
+
+
 async def test_each_queue_event_is_one_change_stamped_with_asterisks_time(redis: Redis) -> None:
     live = LiveQueues(_Ami(), redis)  # type: ignore[arg-type]
     changes = live.feed.subscribe()
@@ -78,6 +98,11 @@ async def test_each_queue_event_is_one_change_stamped_with_asterisks_time(redis:
     assert (caller["uniqueid"], caller["queue"], caller["customer_class"]) == (
         join["Uniqueid"], "hotline-general", "public")
     assert published[1]["abandoned"] and not live.waiting
+    await live._on_join(join)
+    live.priority_raised(live.waiting[join["Uniqueid"]], 7)  # aging: no AMI event says so
+    _, raised = [json.loads(c) for c in await changes.next_changes()]
+    assert (raised["kind"], raised["uniqueid"], raised["priority"]) == ("priority", join["Uniqueid"], 7)
+    assert live.waiting[join["Uniqueid"]].priority == 7
     # No Timestamp (an older manager.conf): the time it was handled.
     no_stamp = parse_message("Event: QueueMemberStatus\r\nQueue: q\r\nInterface: Local/a@x\r\nStatus: 1\r\n"
                              "MemberName: <b>agent</b>")
