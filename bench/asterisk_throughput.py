@@ -135,7 +135,8 @@ def run() -> str:
         "## Real Asterisk\n",
         f"One Asterisk 22 instance; {RATE:.0f} calls a second offered for {SECONDS:.0f} s to each variant, "
         f"the same Local callers (1, then 0, then 4 s in the queue), {SEATS} Local seats. CPU is Asterisk's, "
-        "Redis's and this process's (the controller), per call; capacity is this machine's "
+        "Redis's and this process's (the controller), per call, measured once the speech model has loaded; "
+        "capacity is this machine's "
         f"{cores} cores divided by it.\n",
         "| variant | calls | reached the queue | CPU ms/call | of which Asterisk / Redis / controller "
         "| capacity calls/s | × plain |",
