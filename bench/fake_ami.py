@@ -114,12 +114,15 @@ class FakeAsteriskAmi:
     def _lifecycles(self) -> Iterator[str]:
         """Queue events forever: joins until ``waiting_target`` wait, then the oldest caller's
         ending (one in five abandons) before each new join."""
+        # A caller leaves self.waiting when the event that takes it out of the queue is pulled,
+        # so that the state (and QueueStatus) always matches the events sent so far.
         for n in itertools.count():
             if len(self.waiting) >= self.waiting_target:
-                uniqueid, (queue, channel, _, joined) = self.waiting.popitem(last=False)
+                uniqueid, (queue, channel, _, joined) = next(iter(self.waiting.items()))
                 position = "1"
                 if n % 5 == 0:
                     self.abandoned[queue] += 1
+                    del self.waiting[uniqueid]
                     yield _event("QueueCallerAbandon", {"Queue": queue, "Channel": channel, "Uniqueid": uniqueid,
                                                         "Position": position, "OriginalPosition": "3",
                                                         "HoldTime": str(int(time.time() - joined))})
@@ -130,6 +133,7 @@ class FakeAsteriskAmi:
                     yield _event("AgentConnect", {"Queue": queue, "Channel": channel, "Uniqueid": uniqueid,
                                                   "Interface": agent, "MemberName": agent, "HoldTime": "12",
                                                   "RingTime": "2"})
+                    del self.waiting[uniqueid]
                     yield _event("QueueCallerLeave", {"Queue": queue, "Channel": channel, "Uniqueid": uniqueid,
                                                       "Count": "0", "Position": position})
                     yield self._member_status(queue, agent, in_call=True)

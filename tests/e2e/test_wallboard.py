@@ -85,7 +85,8 @@ async def test_a_storm_of_queue_events_all_reaches_the_wallboard_in_order(
         assert await page.evaluate(count) == before + sent
         assert await page.evaluate("wallboardStats.gaps") == 0
         latencies = await page.evaluate("wallboardStats.latencies")
-        assert len(latencies) == sent and min(latencies) > 0  # stamped by the fake, measured by the page
+        # Stamped by the fake, measured by the page (a resync's snapshot or aging may add a few).
+        assert len(latencies) >= sent and min(latencies) > 0
 
         # What the page shows is what the controller holds.
         await asyncio.sleep(0.6)  # the page draws four times a second
@@ -96,7 +97,7 @@ async def test_a_storm_of_queue_events_all_reaches_the_wallboard_in_order(
         for caller in app.live.waiting.values():
             waiting[caller.queue] = waiting.get(caller.queue, 0) + 1
         assert {q: int(n) for q, n in shown.items() if int(n)} == waiting
-        assert sum(waiting.values()) == len(fake.waiting) > 50  # a storm may stop between a leave and a join
+        assert sum(waiting.values()) == len(fake.waiting) > 50  # the fake keeps its own in step with what it sent
 
         # Names from Asterisk are text, never markup.
         hostile = '<img src=x onerror="window.pwned=1">'
