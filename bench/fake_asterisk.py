@@ -80,6 +80,11 @@ class Replier:
             words = shlex.split(line)
             self._result.set_variables[words[2]] = words[3] if len(words) > 3 else ""
             return b"200 result=1\n"
+        if line.startswith(('EXEC "MSet" ', "EXEC MSet ")):  # Channel.set_variables: plain names and values
+            for pair in shlex.split(line)[2].split(","):
+                name, _, value = pair.partition("=")
+                self._result.set_variables[name] = value
+            return b"200 result=0\n"
         if line.startswith(DIGIT_READERS):
             return self._digits(line)
         if line.startswith("CHANNEL STATUS"):

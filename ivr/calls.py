@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CALL_STATE_KEY = "hotline:call:{uniqueid}"
 CALL_STATE_TTL = 24 * 3600
+_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallContext))
 
 
 class CallStates:
@@ -73,14 +75,15 @@ class CallStates:
     async def checkpoint(self, call: CallContext) -> None:
         if time.monotonic() < self._paused_until:
             return
-        state = dataclasses.asdict(call)
-        state["customer_class"] = call.customer_class.value
+        # A flat copy: the fields are strings, numbers and flat lists and dicts of strings, which
+        # orjson writes as they are (dataclasses.asdict deep-copied them all on every step).
+        state = {name: getattr(call, name) for name in _CALL_FIELDS}
         state["variables"] = {k: val for k, val in call.variables.items() if k not in call.sensitive}
         state["ivr_ended"] = self._ivr_ended.get(call.uniqueid)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.set(
-                    CALL_STATE_KEY.format(uniqueid=call.uniqueid), json.dumps(state), ex=CALL_STATE_TTL
+                    CALL_STATE_KEY.format(uniqueid=call.uniqueid), orjson.dumps(state), ex=CALL_STATE_TTL
                 )
         except (TimeoutError, RedisError, OSError):
             # Memory still has it; only a controller restart would miss it.
@@ -276,9 +279,11 @@ class CallHandlers:
         try:
             # Set the class's priority first: should anything fail from here on, the dialplan's
             # fallback queue still serves key accounts first.
-            await channel.set_variable(v.PRIORITY, self._router.priority(customer.customer_class, escalation))
-            await channel.set_variable(v.CUSTOMER_CLASS, customer.customer_class.value)
-            await channel.set_variable(v.LANGUAGE, language)
+            await channel.set_variables({
+                v.PRIORITY: self._router.priority(customer.customer_class, escalation),
+                v.CUSTOMER_CLASS: customer.customer_class.value,
+                v.LANGUAGE: language,
+            })
             await channel.answer()
             ending = await self._engine(menu, lambda: self._router.is_open(switches)).run(channel, call)
         except ChannelHangup:
@@ -287,22 +292,24 @@ class CallHandlers:
         if isinstance(ending, RouteRequest):
             decision = self._router.decide(ending.skill, call.customer_class, escalation, switches)
             await self._states.end_ivr(call, "routed")
-            await channel.set_variable(v.SKILL, decision.skill)
-            await channel.set_variable(v.QUEUE, decision.queue)
-            await channel.set_variable(v.PRIORITY, decision.priority)
-            await channel.set_variable(v.QUEUE_TIMEOUT, decision.overflow_after or "")
-            await channel.set_variable(v.OVERFLOW_QUEUE, decision.overflow_queue or "")
-            await channel.set_variable(v.MAX_PENALTY, "" if decision.max_penalty is None else decision.max_penalty)
             survey = decision.survey and menu.survey is not None
-            await channel.set_variable(v.SURVEY, "1" if survey else "")
             announcing = decision.announce_after is not None and menu.waiting is not None
-            # Between stints the wait AGI announces and takes the overflow steps after the first.
-            await channel.set_variable(v.ANNOUNCE, "1" if announcing or decision.more_overflow else "")
-            await channel.set_variable(v.ANNOUNCE_EVERY, decision.announce_every)
-            await channel.set_variable(v.STINT, decision.first_stint(announcing) or "")
-            await channel.set_variable(v.RULE, "")
-            await channel.set_variable(v.QUEUE_OPTIONS, "rc" if survey else "r")
-            await channel.set_variable(v.DONE, v.DONE_ROUTE)
+            await channel.set_variables({
+                v.SKILL: decision.skill,
+                v.QUEUE: decision.queue,
+                v.PRIORITY: decision.priority,
+                v.QUEUE_TIMEOUT: decision.overflow_after or "",
+                v.OVERFLOW_QUEUE: decision.overflow_queue or "",
+                v.MAX_PENALTY: "" if decision.max_penalty is None else decision.max_penalty,
+                v.SURVEY: "1" if survey else "",
+                # Between stints the wait AGI announces and takes the overflow steps after the first.
+                v.ANNOUNCE: "1" if announcing or decision.more_overflow else "",
+                v.ANNOUNCE_EVERY: decision.announce_every,
+                v.STINT: decision.first_stint(announcing) or "",
+                v.RULE: "",
+                v.QUEUE_OPTIONS: "rc" if survey else "r",
+                v.DONE: v.DONE_ROUTE,  # last: the dialplan routes on it
+            })
         elif isinstance(ending, SelfServed):
             await self._states.end_ivr(call, "self_served")
             await channel.set_variable(v.DONE, v.DONE_HANGUP)

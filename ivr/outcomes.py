@@ -161,6 +161,9 @@ class OutcomeStore:
                 log.exception("journal replay failed")
             await asyncio.sleep(interval)
 
+    async def exists(self, uniqueid: str) -> bool:
+        return bool(await self._redis.exists(RECORD_KEY.format(uniqueid=uniqueid)))
+
     async def get(self, uniqueid: str) -> OutcomeRecord | None:
         raw = await self._redis.get(RECORD_KEY.format(uniqueid=uniqueid))
         return OutcomeRecord.from_json(raw) if raw else None

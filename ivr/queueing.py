@@ -154,16 +154,18 @@ class QueueHandlers:
             if booked:
                 return
         # Back in line at the same place, with the priority aging gave the caller.
-        await channel.set_variable(v.QUEUE_PRIO, priority)
-        await channel.set_variable(v.REJOIN, position)
-        await channel.set_variable(v.STINT, self._stint(announcing, rules, ahead, waited) or "")
+        back: dict[str, str | int] = {
+            v.QUEUE_PRIO: priority,
+            v.REJOIN: position,
+            v.STINT: self._stint(announcing, rules, ahead, waited) or "",
+        }
         # Widening goes on from where the caller got to: since the first queueing, or since the overflow.
         widening_since = _float(values[v.OVERFLOWED_AT]) if taken_text else queued_at
         widening = widening_state(rules, now - (widening_since or now))
         if widening is not None:
-            await channel.set_variable(v.QUEUE_MAX_PENALTY, widening[0])
-            await channel.set_variable(v.RULE, widening[1])
-        await channel.set_variable(v.WAIT_NEXT, v.WAIT_QUEUE)
+            back[v.QUEUE_MAX_PENALTY], back[v.RULE] = widening
+        back[v.WAIT_NEXT] = v.WAIT_QUEUE  # last: the dialplan acts on it
+        await channel.set_variables(back)
 
     @staticmethod
     def _stint(

@@ -136,7 +136,7 @@ class OutcomeWatchdog:
         for uniqueid in due:
             call = self._calls[uniqueid]
             try:
-                if await self._outcomes.get(uniqueid) is not None:
+                if await self._outcomes.exists(uniqueid):
                     self._calls.pop(uniqueid, None)
                     continue  # finish wrote it, as it should
                 booked = await self._redis.get(ORIGIN_KEY.format(uniqueid=uniqueid))
@@ -237,7 +237,7 @@ class UnfinishedCalls:
                 ended = float(row[-1])
             except ValueError:
                 ended = time.time()
-            if await self._outcomes.get(uniqueid) is not None:
+            if await self._outcomes.exists(uniqueid):
                 continue  # finish stored it after all (it died before saying so), or the watchdog did
             context, ivr_ended = await self._states.take(uniqueid)
             record = build_outcome(uniqueid, normalize_number(caller), context, ivr_ended, values,

@@ -149,8 +149,10 @@ class LiveQueues:
         self._busy_since: dict[str, float] = {}  # agent interface -> when its current call or wrap-up began
         self._redis_paused_until = 0.0  # time.monotonic()
         ami.on("QueueCallerJoin", self._on_join)
-        for event in ("QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause", "QueueMemberPenalty"):
-            ami.on(event, self._on_member)
+        ami.on("QueueMemberStatus", self._on_member)
+        ami.on("QueueMemberAdded", self._on_member)
+        ami.on("QueueMemberPause", self._on_member)
+        ami.on("QueueMemberPenalty", self._on_member)
         ami.on("QueueMemberRemoved", self._on_member_removed)
         ami.on("QueueCallerLeave", self._on_leave)
         ami.on("QueueCallerAbandon", self._on_abandon)

@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 DTMF_DIGITS = "0123456789*#ABCD"
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# What set_variables hands to MSet in one command: a variable or a function's one-word argument
+# (CHANNEL(language)), and values with nothing MSet's argument parsing, which runs twice (on
+# commas, then on "="), or a dialplan expression could read differently. Anything else goes by
+# SET VARIABLE, which takes any value as it is.
+_MSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_]*\))?\Z")
+_MSET_VALUE = re.compile(r"[A-Za-z0-9_.:@/+-]*\Z")
 
 
 class HangupReason(StrEnum):
@@ -408,6 +414,24 @@ class Channel:
     async def set_variable(self, name: str, value: str | int) -> None:
         """Set a channel variable. Works on a dead channel (useful for the dialplan's fallback)."""
         await self._execute("SET VARIABLE", name, str(value), dead_ok=True)
+
+    async def set_variables(self, values: Mapping[str, str | int]) -> None:
+        """Set several channel variables, in this order: one round trip (Asterisk's MSet) instead
+        of one each when every name and value is plain, else one SET VARIABLE each. On a dead
+        channel (EXEC is refused there) also one each."""
+        texts = {name: str(value) for name, value in values.items()}
+        if len(texts) > 1 and all(_MSET_NAME.match(n) and _MSET_VALUE.match(t) for n, t in texts.items()):
+            pairs = ",".join(f"{name}={text}" for name, text in texts.items())
+            if self.state is not _HUNG_UP:
+                try:
+                    reply = await self._execute("EXEC", "MSet", pairs)
+                    if reply.result == "0":
+                        return
+                except (ChannelHangup, AgiCommandError):  # hung up as it was sent (511), or refused
+                    if self.state is _CLOSED:
+                        raise
+        for name, text in texts.items():
+            await self.set_variable(name, text)
 
     async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0) -> int:
         """Run a dialplan application. Arguments are joined with commas, each escaped for it."""

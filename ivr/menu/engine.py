@@ -581,7 +581,8 @@ class MenuEngine:
         for _ in range(MAX_STEPS):
             node = self.menu.nodes[node_id]
             call.path.append(node_id)
-            if self._on_step is not None:
+            # A branch or goto only decides, and the node it leads to is checkpointed at once.
+            if self._on_step is not None and not isinstance(node, (BranchNode, GotoNode)):
                 await self._on_step(call)
             if isinstance(node, MenuNode):
                 node_id = await self._menu(voice, call, node_id, node)

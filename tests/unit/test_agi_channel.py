@@ -265,3 +265,23 @@ async def test_several_variables_come_back_in_one_command_whatever_their_values_
 
     with pytest.raises(AgiProtocolError):  # a reply that does not hold one value per name
         await channel.get_variables(["A", "B"])
+
+
+async def test_plain_variables_are_set_in_one_command_and_the_rest_one_by_one(make) -> None:
+    channel, received = await make([
+        (b"", b"200 result=0\n"),  # EXEC MSet
+        (b"", b"200 result=1\n"), (b"", b"200 result=1\n"),  # a value MSet could misread: one each
+        (b"", b"511 Command Not Permitted on a dead channel or intercept routine\n"),  # EXEC on a dead channel
+        (b"", b"200 result=1\n"), (b"", b"200 result=1\n"),
+    ])
+    await channel.set_variables({"HOTLINE_QUEUE": "hotline-general", "CHANNEL(language)": "zh", "HOTLINE_RULE": "",
+                                 "HOTLINE_PRIORITY": 3, "HOTLINE_DONE": "route"})
+    assert received == [b'EXEC "MSet" "HOTLINE_QUEUE=hotline-general,CHANNEL(language)=zh,HOTLINE_RULE=,'
+                        b'HOTLINE_PRIORITY=3,HOTLINE_DONE=route"\n']
+    # A comma, a quote, a space or a "$" would be read by MSet's parsing or the dialplan: never sent that way.
+    await channel.set_variables({"HOTLINE_ANNOUNCED": "a,b", "HOTLINE_DONE": "route"})
+    assert received[1:] == [b'SET VARIABLE "HOTLINE_ANNOUNCED" "a,b"\n', b'SET VARIABLE "HOTLINE_DONE" "route"\n']
+    # Refused (the caller hung up as it was sent): set one by one, as SET VARIABLE works on a dead channel.
+    await channel.set_variables({"HOTLINE_A": "1", "HOTLINE_B": "2"})
+    assert received[3:] == [b'EXEC "MSet" "HOTLINE_A=1,HOTLINE_B=2"\n', b'SET VARIABLE "HOTLINE_A" "1"\n',
+                            b'SET VARIABLE "HOTLINE_B" "2"\n']

@@ -192,6 +192,9 @@ class _FirstCommandChannel:
         self.first_command_at = time.monotonic()
         raise ChannelHangup(HangupReason.CONNECTION_CLOSED)
 
+    async def set_variables(self, values: object) -> None:
+        await self.set_variable("", values)
+
 
 async def test_a_stalled_redis_delays_the_ivr_at_most_about_a_second(tmp_path: Path) -> None:
     from ivr.agi.channel import ChannelHangup
