@@ -42,17 +42,15 @@ def hotline_handlers(command_timeout: float = 120.0):  # type: ignore[no-untyped
         # The commands ivr/calls.py's handler sends around the menu walk: class, priority and
         # language first; the route's variables after (the decision itself needs Redis: not here).
         call = CallContext(channel.env.uniqueid, channel.env.caller_number, "", CustomerClass.PUBLIC, "en")
-        await channel.set_variable(v.PRIORITY, 1)
-        await channel.set_variable(v.CUSTOMER_CLASS, call.customer_class.value)
-        await channel.set_variable(v.LANGUAGE, call.language)
+        await channel.set_variables({v.PRIORITY: 1, v.CUSTOMER_CLASS: call.customer_class.value,
+                                     v.LANGUAGE: call.language})
         await channel.answer()
         ending = await MenuEngine(menu, prompts).run(channel, call)
         if isinstance(ending, RouteRequest):
-            for name, value in ((v.SKILL, ending.skill), (v.QUEUE, "hotline-" + ending.skill), (v.PRIORITY, 1),
-                                (v.QUEUE_TIMEOUT, ""), (v.OVERFLOW_QUEUE, ""), (v.MAX_PENALTY, ""), (v.SURVEY, ""),
-                                (v.ANNOUNCE, "1"), (v.ANNOUNCE_EVERY, 60), (v.STINT, 20), (v.RULE, ""),
-                                (v.QUEUE_OPTIONS, "r"), (v.DONE, v.DONE_ROUTE)):
-                await channel.set_variable(name, value)
+            await channel.set_variables({
+                v.SKILL: ending.skill, v.QUEUE: "hotline-" + ending.skill, v.PRIORITY: 1, v.QUEUE_TIMEOUT: "",
+                v.OVERFLOW_QUEUE: "", v.MAX_PENALTY: "", v.SURVEY: "", v.ANNOUNCE: "1", v.ANNOUNCE_EVERY: 60,
+                v.STINT: 20, v.RULE: "", v.QUEUE_OPTIONS: "r", v.DONE: v.DONE_ROUTE})
 
     def make(port: int) -> FastAgiServer:
         return FastAgiServer({"hotline": hotline}, port=port, command_timeout=command_timeout)

@@ -39,8 +39,19 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # (CHANNEL(language)), and values with nothing MSet's argument parsing, which runs twice (on
 # commas, then on "="), or a dialplan expression could read differently. Anything else goes by
 # SET VARIABLE, which takes any value as it is.
-_MSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_]*\))?\Z")
-_MSET_VALUE = re.compile(r"[A-Za-z0-9_.:@/+-]*\Z")
+_MSET_PAIR = r"[A-Za-z_][A-Za-z0-9_]*(?:\([A-Za-z0-9_]*\))?=[A-Za-z0-9_.:@/+-]*"
+_MSET_PAIRS = re.compile(rf"{_MSET_PAIR}(?:,{_MSET_PAIR})*\Z")  # checked joined: one match, not two per pair
+
+
+def mset_argument(texts: Mapping[str, str]) -> str | None:
+    """MSet's argument setting exactly these variables, or None when a name or value is not plain.
+
+    Neither a name nor a value may hold "," or "=": one comma per pair boundary and the pattern
+    over the joined text check that (a value "1,B=2" would otherwise pass as two pairs)."""
+    pairs = ",".join(f"{name}={text}" for name, text in texts.items())
+    if pairs.count(",") == len(texts) - 1 and _MSET_PAIRS.match(pairs):
+        return pairs
+    return None
 
 
 class HangupReason(StrEnum):
@@ -420,8 +431,8 @@ class Channel:
         of one each when every name and value is plain, else one SET VARIABLE each. On a dead
         channel (EXEC is refused there) also one each."""
         texts = {name: str(value) for name, value in values.items()}
-        if len(texts) > 1 and all(_MSET_NAME.match(n) and _MSET_VALUE.match(t) for n, t in texts.items()):
-            pairs = ",".join(f"{name}={text}" for name, text in texts.items())
+        pairs = mset_argument(texts) if len(texts) > 1 else None
+        if pairs is not None:
             if self.state is not _HUNG_UP:
                 try:
                     reply = await self._execute("EXEC", "MSet", pairs)

@@ -176,3 +176,16 @@ def test_damaged_routing_rules_are_rules_or_a_config_error(at: int, cut: int, in
         parse_rules_text(SAMPLE_RULES[:at] + inserted + SAMPLE_RULES[at + cut:])
     except ConfigError:
         pass
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["HOTLINE_A", "HOTLINE_B", "CHANNEL(language)", "X1"]),
+                       st.text(alphabet=st.sampled_from(list("ab1.:/+-_=, \"\\$(){}|")), max_size=8),
+                       min_size=2))
+def test_an_mset_argument_sets_exactly_the_variables_asked(texts: dict[str, str]) -> None:
+    from ivr.agi.channel import mset_argument
+
+    argument = mset_argument(texts)
+    if argument is not None:  # MSet splits on commas, then each pair at its first "=": the same values back
+        assert dict(pair.split("=", 1) for pair in argument.split(",")) == texts
+        assert not any(set(value) & set('"\\$(){}| ,=') for value in texts.values())  # nothing read twice
