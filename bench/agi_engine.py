@@ -125,9 +125,9 @@ class Server:
 
 
 def generators(port: int, calls: int, concurrency: int, script: Path, processes: int,
-               hold_at: int = 0, think: float = 0.0) -> list[subprocess.Popen[str]]:
+               hold_at: int = 0, think: float = 0.0, ramp: float = 0.0) -> list[subprocess.Popen[str]]:
     share_calls, share_conc = calls // processes, max(1, concurrency // processes)
-    environment = {**os.environ, "BENCH_THINK": str(think)}
+    environment = {**os.environ, "BENCH_THINK": str(think), "BENCH_RAMP": str(ramp)}
     return [subprocess.Popen(
         [sys.executable, "-m", "bench.agi_load", str(port), str(share_calls), str(share_conc), str(script),
          str(hold_at), str(result_file(script, n))],
@@ -177,7 +177,8 @@ def paced_turns(name: str, script: Path, concurrency: int, think: float, timeout
     server = Server(name, script)
     turns: list[float] = []
     try:
-        loads = generators(server.port, concurrency, concurrency, script, 2, think=think)
+        # Twice the calls: the loop refills as calls end, so 1000 stay in flight after the ramp.
+        loads = generators(server.port, 2 * concurrency, concurrency, script, 2, think=think, ramp=PACED_RAMP)
         for n, load in enumerate(loads):
             try:
                 load.communicate(timeout=timeout)
@@ -255,6 +256,7 @@ def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int =
 
 PACED_CALLS = 1000
 PACED_THINK = 0.5  # each reply half a second after its command: about 2,000 commands a second in all
+PACED_RAMP = 2.0  # the first 1000 calls arrive over 2 s (500 a second), not in one burst
 PACED: dict[str, list[float]] = {}  # the last run's paced turn times, per server
 
 
@@ -271,9 +273,10 @@ def paced_overhead_ms() -> float:
 
 def paced_markdown(paced: dict[str, list[float]]) -> str:
     lines = [
-        f"\n### Per-command latency, not saturated\n\n{PACED_CALLS} calls in flight; each reply comes "
-        f"{PACED_THINK:g} s after its command (a prompt playing), so the server is far from saturated and a "
-        "turn is the latency it adds to a command.\n",
+        f"\n### Per-command latency, not saturated\n\n{PACED_CALLS} calls in flight: the first arrive over "
+        f"{PACED_RAMP:g} s, and each call that ends is replaced, {2 * PACED_CALLS} calls in all. Each reply comes "
+        f"{PACED_THINK:g} s (0.5-1.5x) after its command (a prompt playing), so the server is far from saturated "
+        "and a turn is the latency it adds to a command.\n",
         "| server | turns | p50 ms | p99 ms | p99 over raw ms |", "|---|---|---|---|---|"]
     floor = percentile_ms(paced.get("raw", []), 0.99)
     for name, turns in paced.items():

@@ -6,7 +6,8 @@ several processes by bench/agi_engine.py:
 
 Closed loop: CONCURRENCY calls are kept in flight until CALLS have been made. Each call sends the
 environment, then answers each command line with the reply the script gives it (prompts "play"
-in zero time, or BENCH_THINK seconds; keys come back as the prompts' replies). With HOLD_AT, every call stops answering
+in zero time, or BENCH_THINK seconds; keys come back as the prompts' replies). BENCH_RAMP spreads
+the first CONCURRENCY calls' arrivals over that many seconds. With HOLD_AT, every call stops answering
 after that many commands and the process prints "held" once all are held (the server's memory
 per call in flight is measured then), and closes them on stdin's end.
 
@@ -46,6 +47,7 @@ class Generator:
         self.hold_at = hold_at
         self.expected = expected  # commands in a whole call
         self.think = float(os.environ.get("BENCH_THINK", "0"))  # seconds before each reply
+        self.ramp = float(os.environ.get("BENCH_RAMP", "0"))  # seconds over which the first calls arrive
         self.cut_short = 0
         self.started = 0
         self.finished = 0
@@ -139,8 +141,12 @@ async def run(port: int, calls: int, concurrency: int, replies: dict[bytes, byte
               expected: int) -> dict[str, object]:
     g = Generator(port, calls, concurrency, replies, hold_at, expected)
     started = time.perf_counter()
-    for _ in range(min(concurrency, calls)):
-        g.start_one()
+    first = min(concurrency, calls)
+    for n in range(first):
+        if g.ramp:  # arrivals spread out, as a hotline's are: not all in the same millisecond
+            asyncio.get_running_loop().call_later(n * g.ramp / first, g.start_one)
+        else:
+            g.start_one()
     if hold_at:
         await g.all_held
         print("held", flush=True)

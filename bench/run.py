@@ -94,7 +94,7 @@ def real_ratio(section: str) -> tuple[str, bool | None]:
     if not last:
         return "not measured", None
     ratio = float(last[-1].rstrip(" |").rsplit("|", 1)[-1])
-    return f"{ratio:.2f}x", ratio >= 0.7
+    return f"{ratio:.3f}x", ratio >= 0.7
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ def mset_argument(texts: Mapping[str, str]) -> str | None:
     Neither a name nor a value may hold "," or "=": one comma per pair boundary and the pattern
     over the joined text check that (a value "1,B=2" would otherwise pass as two pairs)."""
     pairs = ",".join(f"{name}={text}" for name, text in texts.items())
-    if pairs.count(",") == len(texts) - 1 and _MSET_PAIRS.match(pairs):
+    # MSet reads at most 24 pairs in some Asterisk versions (the rest would become the last value).
+    if len(texts) <= 20 and pairs.count(",") == len(texts) - 1 and _MSET_PAIRS.match(pairs):
         return pairs
     return None
 
