@@ -61,12 +61,20 @@ def hotline_handlers(command_timeout: float = 120.0):  # type: ignore[no-untyped
 async def serve_hotline(port: int) -> None:
     import gc
 
+    from ivr.collector import ClockedCollector
+
     server = hotline_handlers()(port)
     await server.start()
+    # As ivr/app.py does once started: what is loaded out of the collector's sight, and the
+    # collector on a clock from then on.
     gc.collect()
-    gc.freeze()  # as ivr/app.py does once started
+    gc.freeze()
+    collector = asyncio.create_task(ClockedCollector().run())
     print("ready", flush=True)
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        collector.cancel()
 
 
 class RawSession(asyncio.Protocol):

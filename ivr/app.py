@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from ivr.agi.server import FastAgiServer
 from ivr.calls import CallHandlers, CallStates
+from ivr.collector import ClockedCollector
 from ivr.config import Settings, SettingsProblem
 from ivr.menu.engine import MenuEngine
 from ivr.menu.loader import load_menu
@@ -78,6 +79,7 @@ class Hotline:
     outcomes: OutcomeStore | None = None
     directory: CustomerDirectory | None = None
     states: CallStates | None = None
+    collector: ClockedCollector | None = None
     _web_runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _owns_pbx: bool = False  # only what this process started is stopped by it
@@ -241,6 +243,9 @@ class Hotline:
         # Without it, full collections under load paused the event loop for 100-500 ms.
         gc.collect()
         gc.freeze()
+        # From here on the collector runs on a clock, not on allocation counts (ivr/collector.py says why).
+        self.collector = ClockedCollector()
+        self._tasks.append(asyncio.create_task(self.collector.run(), name="garbage-collector"))
         log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/", s.agi_host, self.agi.port, s.web_host, s.web_port)
 
     async def reload(self) -> dict[str, object]:
