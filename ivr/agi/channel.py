@@ -27,6 +27,7 @@ from ivr.agi.protocol import (
     ReplyCode,
     classify_line,
     encode_command,
+    encode_unique_command,
     is_usage_end,
     parse_reply,
 )
@@ -48,11 +49,16 @@ def mset_argument(texts: Mapping[str, str]) -> str | None:
 
     Neither a name nor a value may hold "," or "=": one comma per pair boundary and the pattern
     over the joined text check that (a value "1,B=2" would otherwise pass as two pairs)."""
-    pairs = ",".join(f"{name}={text}" for name, text in texts.items())
+    pairs = ",".join([f"{name}={text}" for name, text in texts.items()])
     # MSet reads at most 24 pairs in some Asterisk versions (the rest would become the last value).
-    if len(texts) <= 20 and pairs.count(",") == len(texts) - 1 and _MSET_PAIRS.match(pairs):
+    if len(texts) <= 20 and pairs.count(",") == len(texts) - 1 and _plain_pairs(pairs):
         return pairs
     return None
+
+
+@functools.lru_cache(maxsize=1024)  # a route's variables are the same text call after call
+def _plain_pairs(pairs: str) -> bool:
+    return _MSET_PAIRS.match(pairs) is not None
 
 
 class HangupReason(StrEnum):
@@ -285,7 +291,7 @@ class Channel:
         self._busy = True
         try:
             self._deadline = self._loop.time() + self._command_timeout
-            self._lines.write(encode_command("GET FULL VARIABLE", nonce))
+            self._lines.write(encode_unique_command("GET FULL VARIABLE", nonce))
             while True:
                 line = await self._read_line()
                 if line == f"200 result=1 ({nonce})":
@@ -431,7 +437,7 @@ class Channel:
         """Set several channel variables, in this order: one round trip (Asterisk's MSet) instead
         of one each when every name and value is plain, else one SET VARIABLE each. On a dead
         channel (EXEC is refused there) also one each."""
-        texts = {name: str(value) for name, value in values.items()}
+        texts = {name: value if isinstance(value, str) else str(value) for name, value in values.items()}
         pairs = mset_argument(texts) if len(texts) > 1 else None
         if pairs is not None:
             if self.state is not _HUNG_UP:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ivr.agi.protocol import MAX_ENV_BYTES, AgiProtocolError
@@ -36,7 +36,7 @@ MAX_QUEUED_LINES = 64
 class Lines(Protocol):
     """What a Channel needs of its connection."""
 
-    async def readline(self, timeout: float) -> bytes:
+    def readline(self, timeout: float) -> Awaitable[bytes]:
         """The next line with its b"\\n"; at the end of the stream what is left (b"" if nothing).
         Raises TimeoutError, ConnectionError, or AgiProtocolError for a line over the limit."""
 
@@ -94,7 +94,7 @@ class AgiConnection(asyncio.Protocol):
         self._extra_blocks = 0
         self._env_end = -1  # where the last blank line seen in the environment was
         self._env_timer: asyncio.TimerHandle | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bytes] | None = None  # a readline's: gets the next line
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._eof = False
@@ -113,7 +113,18 @@ class AgiConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._env is not None:
+            if not self._env and data.endswith(b"\n\n") and b"\nagi_threadid:" in data:
+                # The whole environment in one read with nothing after it, as Asterisk sends it.
+                self._environment_done(len(data), data)
+                return
             self._environment_data(data)
+            return
+        waiter = self._waiter
+        if (waiter is not None and not self._buffer and not self._lines and self._error is None and data.endswith(b"\n")
+                and data.find(b"\n") == len(data) - 1 and len(data) <= READ_LIMIT and not waiter.done()):
+            # One whole reply line, awaited: the common case, handed over as it is.
+            self._waiter = None
+            waiter.set_result(data)
             return
         self._buffer += data
         self._split_lines()
@@ -170,13 +181,17 @@ class AgiConnection(asyncio.Protocol):
                 log.info("FastAGI peer sent nothing within %.1fs", self._header_timeout)
             self.close()
 
-    def _environment_done(self, end: int) -> None:
+    def _environment_done(self, end: int, whole: bytes | None = None) -> None:
+        """The environment ends at ``end`` of what was read (``whole``: it came in one read, all of it)."""
         assert self._env is not None
         if self._env_timer is not None:
             self._env_timer.cancel()
             self._env_timer = None
-        raw = bytes(self._env[:end])
-        self._buffer = self._env[end:]
+        if whole is None:
+            raw = bytes(self._env[:end])
+            self._buffer = self._env[end:]
+        else:
+            raw = whole
         self._env = None
         if len(raw) > MAX_ENV_BYTES:
             log.warning("FastAGI environment of %d bytes exceeds %d; dropped", len(raw), MAX_ENV_BYTES)
@@ -209,9 +224,30 @@ class AgiConnection(asyncio.Protocol):
             self._wake()
 
     def _wake(self) -> None:
+        """Answer the waiting readline, if there is one and something to answer it with."""
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is None:
+            return
+        if waiter.done():  # its reader was cancelled
+            self._waiter = None
+            return
+        if self._lines or self._error is not None or self._eof:
+            self._waiter = None
+            self._answer(waiter)
+
+    def _answer(self, waiter: asyncio.Future[bytes]) -> None:
+        """A readline's result, from what has arrived: a line, the error, or the end of the stream."""
+        if self._lines:
+            if self._reading_paused and len(self._lines) < MAX_QUEUED_LINES // 2 and self._transport is not None:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            waiter.set_result(self._lines.popleft())
+        elif self._error is not None:
+            waiter.set_exception(self._error)
+        else:
+            rest = bytes(self._buffer)
+            del self._buffer[:]
+            waiter.set_result(rest)
 
     def _deadline_check(self) -> None:
         self._timer = None
@@ -219,33 +255,26 @@ class AgiConnection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._loop.time() >= self._deadline:
+            self._waiter = None
             waiter.set_exception(TimeoutError())
         else:  # the deadline moved on since this timer was set: follow it
             self._timer = self._loop.call_at(self._deadline, self._deadline_check)
 
-    async def readline(self, timeout: float) -> bytes:
-        while True:
-            if self._lines:
-                if self._reading_paused and len(self._lines) < MAX_QUEUED_LINES // 2 and self._transport is not None:
-                    self._reading_paused = False
-                    self._transport.resume_reading()
-                return self._lines.popleft()
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                rest = bytes(self._buffer)
-                del self._buffer[:]
-                return rest
-            self._deadline = self._loop.time() + timeout
-            if self._timer is None or self._timer.when() > self._deadline:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = self._loop.call_at(self._deadline, self._deadline_check)
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def readline(self, timeout: float) -> asyncio.Future[bytes]:
+        """A future of the next line (no coroutine of its own: this runs for every command)."""
+        if self._waiter is not None and not self._waiter.done():
+            raise RuntimeError("one readline at a time")
+        waiter: asyncio.Future[bytes] = self._loop.create_future()
+        if self._lines or self._error is not None or self._eof:
+            self._answer(waiter)
+            return waiter
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._deadline_check)
+        self._waiter = waiter
+        return waiter
 
     def write(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():

@@ -118,12 +118,17 @@ _ENV_LINE = re.compile(r"^agi_([^:\n]*): ?([^\n]*)", re.MULTILINE)
 def parse_environment(raw: bytes) -> AgiEnvironment:
     """Parse an environment block (blank lines inside it, from a hostile caller name, are skipped)."""
     text = raw.decode("utf-8", errors="replace")
-    variables: dict[str, str] = {}
     # Lines that are not "agi_name: value" are skipped: a continuation of a raw caller name, or blank.
-    for key, value in _ENV_LINE.findall(text):
-        if key in _WRITTEN_BEFORE_CALLER_DATA and key in variables:
-            continue
-        variables[key] = value.rstrip("\r")
+    pairs = _ENV_LINE.findall(text)
+    variables = dict(pairs)
+    if len(variables) != len(pairs):  # a name written twice: a caller name carrying lines of its own
+        variables = {}
+        for key, value in pairs:
+            if key in _WRITTEN_BEFORE_CALLER_DATA and key in variables:
+                continue
+            variables[key] = value
+    if "\r" in text:
+        variables = {key: value.rstrip("\r") for key, value in variables.items()}
     return AgiEnvironment(variables)
 
 
@@ -139,7 +144,7 @@ def quote_argument(value: str | int) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def encode_command(verb: str, *arguments: str | int) -> bytes:
+def encode_unique_command(verb: str, *arguments: str | int) -> bytes:
     """Build one command line. ``verb`` is ours (a constant), every argument is quoted."""
     if verb not in _VERBS_SEEN:
         if not re.fullmatch(r"[A-Z]+(?: [A-Z]+)*", verb):
@@ -153,6 +158,11 @@ def encode_command(verb: str, *arguments: str | int) -> bytes:
     if len(encoded) > MAX_COMMAND_BYTES:
         raise ValueError(f"AGI command of {len(encoded)} bytes exceeds Asterisk's line buffer")
     return encoded
+
+
+# Most lines recur call after call (a menu's prompts and keys, a route's variables): each is built
+# and checked once. A line that cannot recur (the sync nonce) goes by encode_unique_command.
+encode_command = functools.lru_cache(maxsize=2048, typed=True)(encode_unique_command)
 
 
 class Reply(NamedTuple):
@@ -232,8 +242,16 @@ _NO_FIELDS: Mapping[str, str] = MappingProxyType({})
 _SIMPLE_SUCCESS = re.compile(r"200 result=(-?\d*)(?: endpos=(\d+))?")
 
 
+# The replies to most commands (SET VARIABLE, EXEC, ANSWER, a prompt nobody interrupted), parsed once.
+_PLAIN_REPLIES = {line: Reply(ReplyCode.SUCCESS, line[11:], None, _NO_FIELDS, line)
+                  for line in ("200 result=0", "200 result=1", "200 result=-1")}
+
+
 def parse_reply(line: str, *, data_is_rest: bool = False) -> Reply:
     """Parse a one-line reply: 200, 510, 511 or a single-line 520."""
+    plain = _PLAIN_REPLIES.get(line)
+    if plain is not None:
+        return plain
     simple = _SIMPLE_SUCCESS.fullmatch(line)  # most replies: "200 result=1", "200 result=49 endpos=1200"
     if simple is not None:
         endpos = simple.group(2)

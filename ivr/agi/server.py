@@ -40,6 +40,7 @@ class FastAgiServer:
         self._header_timeout = header_timeout
         self._command_timeout = command_timeout
         self._allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
+        self._verdicts: dict[str, bool] = {}  # peer address -> allowed (Asterisk connects from a few)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], str] = {}  # session task -> script
         self._connections: set[AgiConnection] = set()  # connected, environment not complete yet
@@ -99,13 +100,19 @@ class FastAgiServer:
             self._server = None
 
     def _peer_allowed(self, peer: object) -> bool:
-        if not self.accepting or not isinstance(peer, tuple) or not peer:
+        if not self.accepting or not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
             return False
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self._allowed)
+        verdict = self._verdicts.get(peer[0])
+        if verdict is None:
+            try:
+                address = ipaddress.ip_address(peer[0])
+            except ValueError:
+                return False
+            verdict = any(address in network for network in self._allowed)
+            if len(self._verdicts) >= 1024:  # many peers: a scan; keep the memory bounded
+                self._verdicts.clear()
+            self._verdicts[peer[0]] = verdict
+        return verdict
 
     def _on_environment(self, connection: AgiConnection, raw: bytes) -> None:
         """A connection's environment is complete: start its session, or turn it away."""
@@ -127,19 +134,7 @@ class FastAgiServer:
         self._sessions[task] = env.script
 
     async def _session(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler) -> None:
-        task = asyncio.current_task()
-        try:
-            await self._serve(connection, env, handler)
-        except asyncio.CancelledError:
-            # Only drain()/stop() cancel sessions, and this is the session task's outermost
-            # frame: end it quietly.
-            log.info("call session cancelled at shutdown")
-        finally:
-            if task is not None:
-                self._sessions.pop(task, None)
-            connection.close()
-
-    async def _serve(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler) -> None:
+        """The session task's one coroutine: a call's whole conversation."""
         channel = Channel(connection, env, command_timeout=self._command_timeout)
         try:
             await channel.synchronize()
@@ -148,7 +143,15 @@ class FastAgiServer:
             pass
         except (AgiError, AgiProtocolError) as exc:
             log.warning("call %s: AGI conversation failed: %s", env.uniqueid, exc)
+        except asyncio.CancelledError:
+            # Only drain()/stop() cancel sessions, and this is the session task's outermost
+            # frame: end it quietly.
+            log.info("call session cancelled at shutdown")
         except Exception:
             log.exception("call %s: handler failed", env.uniqueid)
         finally:
             channel.close()
+            task = asyncio.current_task()
+            if task is not None:
+                self._sessions.pop(task, None)
+            connection.close()
