@@ -7,6 +7,7 @@ from ivr.agi.protocol import (
     LineKind,
     classify_line,
     encode_command,
+    encode_unique_command,
     parse_environment,
     parse_reply,
     parse_success,
@@ -137,3 +138,17 @@ def test_caller_name_cannot_override_variables_asterisk_wrote_first() -> None:
 def test_unknown_caller_id_is_empty() -> None:
     env = parse_environment(b"agi_callerid: unknown\nagi_calleridname: unknown\n")
     assert env.caller_number == "" and env.caller_name == ""
+
+
+def test_a_cached_command_line_is_the_line_built_anew_and_a_bad_one_is_refused_every_time() -> None:
+    for _ in range(2):
+        assert encode_command("STREAM FILE", "menu", "12") == encode_unique_command("STREAM FILE", "menu", "12")
+        assert encode_command("SAY NUMBER", 5, "") == b'SAY NUMBER "5" ""\n'
+        with pytest.raises(ValueError):
+            encode_command("SET VARIABLE", "X", "a" * 9000)
+
+
+@pytest.mark.parametrize("line", ["200 result=0", "200 result=1", "200 result=-1"])
+def test_the_replies_parsed_once_are_what_parsing_gives(line: str) -> None:
+    assert parse_reply(line) == parse_success(line)
+    assert parse_reply(line, data_is_rest=True) == parse_success(line, data_is_rest=True)

@@ -1,0 +1,123 @@
+"""AgiConnection, the bytes under a server's Channel, fed the way a transport feeds it: whole
+reads, reads cut anywhere, several lines in one read. Each way must give the same lines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ivr.agi.connection import AgiConnection
+
+ENV = b"agi_network_script: hotline\nagi_uniqueid: 1.1\nagi_callerid: 100\nagi_threadid: 7\n\n"
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+def connection() -> tuple[AgiConnection, list[bytes]]:
+    environments: list[bytes] = []
+    conn = AgiConnection(lambda _, raw: environments.append(raw), lambda peer: True, header_timeout=5.0)
+    conn.connection_made(Transport())
+    return conn, environments
+
+
+@pytest.mark.parametrize("cut", [0, 1, 20, len(ENV) - 1])
+async def test_the_environment_is_the_same_whole_or_cut(cut: int) -> None:
+    conn, environments = connection()
+    if cut:
+        conn.data_received(ENV[:cut])
+    conn.data_received(ENV[cut:])
+    assert environments == [ENV]
+
+
+async def test_reply_bytes_after_the_environment_in_the_same_read_are_lines() -> None:
+    conn, environments = connection()
+    conn.data_received(ENV + b"200 result=1\n")
+    assert environments == [ENV]
+    assert await conn.readline(1.0) == b"200 result=1\n"
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"200 result=0\n"],  # one whole line, awaited: handed over as it is
+        [b"200 res", b"ult=0\n"],
+        [b"2", b"00 result=0", b"\n"],
+    ],
+)
+async def test_a_line_is_the_same_however_it_was_cut(reads: list[bytes]) -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    line = conn.readline(1.0)
+    for data in reads:
+        conn.data_received(data)
+    assert await line == b"200 result=0\n"
+
+
+async def test_two_lines_in_one_read_are_two_readlines() -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    first = conn.readline(1.0)
+    conn.data_received(b"HANGUP\n200 result=0\n")
+    assert await first == b"HANGUP\n"
+    assert await conn.readline(1.0) == b"200 result=0\n"
+
+
+async def test_a_cancelled_reader_leaves_the_next_line_to_the_next_reader() -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    first = conn.readline(1.0)
+    first.cancel()
+    conn.data_received(b"200 result=1\n")
+    assert await conn.readline(1.0) == b"200 result=1\n"
+
+
+async def test_the_end_of_the_stream_gives_what_is_left_then_nothing() -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    waiting = conn.readline(1.0)
+    conn.data_received(b"200 resu")
+    conn.eof_received()
+    assert await waiting == b"200 resu"
+    assert await conn.readline(1.0) == b""
+
+
+async def test_a_reply_that_never_comes_times_out() -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    with pytest.raises(TimeoutError):
+        await conn.readline(0.05)
+    conn.data_received(b"200 result=0\n")  # late: it is still read, by the next reader
+    assert await conn.readline(1.0) == b"200 result=0\n"
+
+
+async def test_only_one_reader_at_a_time() -> None:
+    conn, _ = connection()
+    conn.data_received(ENV)
+    first = conn.readline(1.0)
+    with pytest.raises(RuntimeError):
+        conn.readline(1.0)
+    first.cancel()
