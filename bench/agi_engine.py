@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,6 +81,7 @@ class Run:
     commands: int = 0
     turns: list[float] = field(default_factory=list)
     memory_per_call: float | None = None
+    full_collection_ms: float | None = None  # the hotline's: a full garbage collection, calls held
     note: str = ""
 
     @property
@@ -111,8 +114,10 @@ class Server:
     def __init__(self, name: str, script: Path) -> None:
         self.name = name
         self.port = free_port()
+        self.gc_report = script.with_name(f"gc-pause-{self.port}.txt") if name == "hotline" else None
+        environment = {**os.environ, "BENCH_GC_REPORT": str(self.gc_report or "")}
         self.process = subprocess.Popen(server_command(name, self.port, script), stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent)
+                                        stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent, env=environment)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if "ready" not in line:
@@ -165,7 +170,7 @@ def load_run(name: str, script: Path, concurrency: int, calls: int, processes: i
             run.turns += [t / 1e6 for t in result["turns"]]
         run.seconds = time.perf_counter() - started
         run.server_cpu = cpu_seconds(server.process.pid) - before
-        run.memory_per_call = memory_per_call(server, script, concurrency, processes, timeout)
+        run.memory_per_call, run.full_collection_ms = memory_per_call(server, script, concurrency, processes, timeout)
     finally:
         server.stop()
     return run
@@ -193,8 +198,11 @@ def paced_turns(name: str, script: Path, concurrency: int, think: float, timeout
     return turns
 
 
-def memory_per_call(server: Server, script: Path, concurrency: int, processes: int, timeout: float) -> float | None:
-    """RSS growth with ``concurrency`` calls held mid-menu (after the second prompt), per call."""
+def memory_per_call(server: Server, script: Path, concurrency: int, processes: int,
+                    timeout: float) -> tuple[float | None, float | None]:
+    """RSS growth with ``concurrency`` calls held mid-menu (after the second prompt), per call; and
+    for the hotline, how long a full garbage collection takes with them held (ms)."""
+    pause = None
     idle = rss_bytes(server.process.pid)
     holds = generators(server.port, concurrency, concurrency, script, processes, hold_at=6)
     try:
@@ -202,16 +210,23 @@ def memory_per_call(server: Server, script: Path, concurrency: int, processes: i
             assert hold.stdout is not None
             ready, _, _ = select.select([hold.stdout], [], [], timeout)  # a server that drops calls never holds
             if not ready or hold.stdout.readline().strip() != "held":
-                return None
+                return None, None
         time.sleep(0.3)
         held = rss_bytes(server.process.pid)
+        if server.gc_report is not None:
+            server.process.send_signal(signal.SIGUSR1)
+            waited = time.perf_counter()
+            while not server.gc_report.exists() and time.perf_counter() - waited < 10:
+                time.sleep(0.05)
+            time.sleep(0.05)  # written whole by then: a few bytes
+            pause = float(server.gc_report.read_text()) if server.gc_report.exists() else None
     finally:
         for hold in holds:
             try:
                 hold.communicate(input="", timeout=timeout)
             except subprocess.TimeoutExpired:
                 hold.kill()
-    return max(0.0, (held - idle) / concurrency)
+    return max(0.0, (held - idle) / concurrency), pause
 
 
 def node_ready() -> str:
@@ -271,17 +286,26 @@ def percentile_ms(values: list[float], share: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def paced_floor_ms(paced: dict[str, list[list[float]]]) -> float:
+    """Raw's lowest p99 of the rounds: the machine's floor when it was calm."""
+    return min((percentile_ms(raw, 0.99) for raw in paced.get("raw", []) if raw), default=float("nan"))
+
+
 def paced_overheads_ms(paced: dict[str, list[list[float]]]) -> list[float]:
-    """Per round: the hotline's p99 turn minus raw's p99 turn of the same round."""
-    return [percentile_ms(hotline, 0.99) - percentile_ms(raw, 0.99)
-            for raw, hotline in zip(paced.get("raw", []), paced.get("hotline", []), strict=False)]
+    """Per round: the hotline's p99 turn over the floor. Not over raw's p99 of the same round: in
+    a slow spell raw's own p99 reaches several ms, and an overhead over that would come out
+    below zero."""
+    floor = paced_floor_ms(paced)
+    return [percentile_ms(hotline, 0.99) - floor for hotline in paced.get("hotline", [])]
 
 
 def paced_overhead_ms() -> float:
     """The median round's overhead: one slow spell of this shared machine (its own scheduling
-    jitter alone reaches a few ms at p99 then, raw's included) does not decide the result."""
+    jitter alone reaches a few ms at p99 then) does not decide the result."""
     overheads = paced_overheads_ms(PACED)
-    return statistics.median(overheads) if overheads else float("nan")
+    if not overheads or any(math.isnan(o) for o in overheads):  # a round without turns failed
+        return float("nan")
+    return statistics.median(overheads)
 
 
 def paced_markdown(paced: dict[str, list[list[float]]]) -> str:
@@ -289,14 +313,19 @@ def paced_markdown(paced: dict[str, list[list[float]]]) -> str:
         f"\n### Per-command latency, not saturated\n\n{PACED_CALLS} calls in flight: the first arrive over "
         f"{PACED_RAMP:g} s, and each call that ends is replaced, {2 * PACED_CALLS} calls in all, from one generator "
         f"process. Each reply comes {PACED_THINK:g} s (0.5-1.5x) after its command (a prompt playing), so the "
-        "server is far from saturated and a turn is the latency it adds to a command. Every turn is counted. "
-        f"{PACED_ROUNDS} rounds, raw and hotline in turns; the overhead is the hotline's p99 minus raw's p99 in "
-        "the same round, and the target takes the median round.\n",
-        "| round | server | turns | p50 ms | p99 ms | max ms | p99 over raw ms |", "|---|---|---|---|---|---|---|"]
+        "server is far from saturated and a turn is the latency it adds to a command. Every turn is kept "
+        "(each call's first, with its connect, aside). "
+        f"{PACED_ROUNDS} rounds, raw and hotline in turns. A round's overhead is the hotline's p99 over the "
+        "floor, raw's lowest p99 of the rounds (in a slow spell of this machine raw's own p99 reaches "
+        "several ms); the target takes the median round.\n",
+        "| round | server | turns | p50 ms | p99 ms | max ms | p99 over the floor ms |",
+        "|---|---|---|---|---|---|---|"]
     overheads = paced_overheads_ms(paced)
+    floor = paced_floor_ms(paced)
     for number, (raw, hotline) in enumerate(zip(paced.get("raw", []), paced.get("hotline", []), strict=False)):
         for name, turns in (("raw", raw), ("hotline", hotline)):
-            over = f"{overheads[number]:.2f}" if name == "hotline" else ""
+            over = f"{overheads[number]:.2f}" if name == "hotline" else (
+                "(the floor)" if raw and percentile_ms(raw, 0.99) == floor else "")
             lines.append(f"| {number + 1} | {name} | {len(turns)} | {percentile_ms(turns, 0.5):.2f} | "
                          f"{percentile_ms(turns, 0.99):.2f} | {percentile_ms(turns, 1.0):.2f} | {over} |")
     return "\n".join(lines) + "\n"
@@ -328,6 +357,13 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
                 f"| {concurrency} | {r.server} | {r.calls / r.seconds:.0f} | {r.cpu_per_call_ms:.3f} | "
                 f"{r.cpu_per_call_ms / floor:.2f} | {r.turn(0.5):.2f} | {r.turn(0.99):.2f} | {memory} | {gen:.3f} | "
                 f"{r.errors}{' ' + r.note if r.note else ''} |")
+    pauses = [f"{r.full_collection_ms:.0f} ms with {r.concurrency}" for r in runs
+              if r.server == "hotline" and r.full_collection_ms is not None]
+    if pauses:
+        out.append(f"\nA full garbage collection in the hotline server, calls held mid-menu, took "
+                   f"{', '.join(pauses)} held. The controller runs one a minute "
+                   "(ivr/collector.py), automatic collection off. The paced rounds below, each a fresh server "
+                   "and about 10 s long, hold none.")
     for name, reason in skipped.items():
         out.append(f"\n{name} was not run: {reason}.")
     return "\n".join(out) + "\n"

@@ -240,7 +240,9 @@ class Channel:
             raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
         except (ConnectionError, OSError):
             raise self._mark_closed() from None
-        except AgiProtocolError:
+        except (AgiProtocolError, asyncio.CancelledError):
+            # Cancelled while its reply was due: that reply, gone or still to come, would be read
+            # as the next command's. The conversation is over (the dialplan takes the call on).
             self.close()
             raise
         finally:
@@ -304,6 +306,9 @@ class Channel:
             raise AgiTimeout("no reply to the synchronizing command") from None
         except (ConnectionError, OSError):
             raise self._mark_closed() from None
+        except asyncio.CancelledError:
+            self.close()
+            raise
         finally:
             self._busy = False
         if discarded:

@@ -261,7 +261,10 @@ class AgiConnection(asyncio.Protocol):
             self._timer = self._loop.call_at(self._deadline, self._deadline_check)
 
     def readline(self, timeout: float) -> asyncio.Future[bytes]:
-        """A future of the next line (no coroutine of its own: this runs for every command)."""
+        """A future of the next line (no coroutine of its own: this runs for every command).
+
+        The line goes into the future as it arrives: a reader cancelled after that loses it.
+        The Channel closes the connection when a command is cancelled, so nothing reads on."""
         if self._waiter is not None and not self._waiter.done():
             raise RuntimeError("one readline at a time")
         waiter: asyncio.Future[bytes] = self._loop.create_future()

@@ -146,6 +146,18 @@ async def test_a_stalled_peer_hits_the_command_deadline(make) -> None:
     assert channel.state is ChannelState.CLOSED
 
 
+async def test_a_command_cancelled_while_its_reply_is_due_ends_the_conversation(make) -> None:
+    channel, _ = await make([(b"", b"<stall>")], timeout=5.0)
+    command = asyncio.create_task(channel.set_variable("X", "1"))
+    await asyncio.sleep(0.05)
+    command.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    assert channel.state is ChannelState.CLOSED  # its late reply can never answer another command
+    with pytest.raises(ChannelHangup):
+        await channel.set_variable("Y", "2")
+
+
 async def test_unset_variable_is_none(make) -> None:
     channel, _ = await make([(b"", b"200 result=0\n")])
     assert await channel.get_variable("NOPE") is None

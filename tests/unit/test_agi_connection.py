@@ -86,7 +86,7 @@ async def test_two_lines_in_one_read_are_two_readlines() -> None:
     assert await conn.readline(1.0) == b"200 result=0\n"
 
 
-async def test_a_cancelled_reader_leaves_the_next_line_to_the_next_reader() -> None:
+async def test_a_reader_cancelled_before_its_line_came_leaves_the_line_to_the_next_reader() -> None:
     conn, _ = connection()
     conn.data_received(ENV)
     first = conn.readline(1.0)

@@ -6,10 +6,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from ivr.collector import ClockedCollector
+
+
+@pytest.fixture(autouse=True)
+def collector_state_kept() -> Iterator[None]:
+    """These tests switch automatic collection on and off; what the session had is put back (a
+    running hotline, started by the e2e tests of the same session, has it off)."""
+    enabled = gc.isenabled()
+    yield
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 class Node:
@@ -39,17 +52,14 @@ def test_a_schedule_that_cannot_work_is_refused() -> None:
 
 def test_the_growth_it_reads_is_the_tracked_objects_made_since_the_last_collection() -> None:
     gc.disable()
-    try:
-        gc.collect()
-        kept = [cycle() for _ in range(1000)]
-        assert gc.get_count()[0] >= 2000
-        del kept
-    finally:
-        gc.enable()
+    gc.collect()
+    kept = [cycle() for _ in range(1000)]
+    assert gc.get_count()[0] >= 2000
+    del kept
 
 
 async def test_automatic_collection_is_off_while_it_runs_and_cycles_are_freed_on_the_clock() -> None:
-    assert gc.isenabled()
+    gc.enable()
     collector = ClockedCollector(0.05, check_every=0.01)
     task = asyncio.create_task(collector.run())
     await asyncio.sleep(0)
@@ -81,12 +91,9 @@ async def test_growth_brings_the_collection_forward() -> None:
 
 async def test_it_leaves_the_collector_off_when_it_found_it_off() -> None:
     gc.disable()
-    try:
-        task = asyncio.create_task(ClockedCollector(0.05, check_every=0.01).run())
-        await asyncio.sleep(0.03)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+    task = asyncio.create_task(ClockedCollector(0.05, check_every=0.01).run())
+    await asyncio.sleep(0.03)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not gc.isenabled()
