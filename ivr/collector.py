@@ -12,9 +12,9 @@ Reference counting frees almost everything a call leaves; the collector is only 
 cycles. So automatic collection is off, and a full collection runs once every ``every`` seconds
 (30-60 ms with 1000 calls in flight, about 160 ms with 5000: one pause a minute instead of
 several a second), or sooner once the tracked objects grew by ``growth_limit`` since the last one
-(a burst of cycles must not wait a minute). Young collections on a short clock were measured too: each of them scans what
-the calls allocated since the last tick and still hold, so the share of time paused stays the
-same and the per-command p99 did not improve.
+(a burst of cycles must not wait a minute). Young collections on a short clock were measured
+too: each of them scans what the calls allocated since the last tick and still hold, so the
+share of time paused stays the same and the per-command p99 did not improve.
 """
 
 from __future__ import annotations

@@ -216,13 +216,16 @@ class Channel:
         extra_time: float = 0.0,
         data_is_rest: bool = False,
         dead_ok: bool = False,
+        caller_data: bool = False,
     ) -> Reply:
-        """Send one command and read its one reply within the command's deadline."""
+        """Send one command and read its one reply within the command's deadline. With
+        ``caller_data`` (a caller's digits, a variable's value) the line is built for this once:
+        it would seldom recur, and a caller's data is not kept in the cache of command lines."""
         if self.state is _CLOSED:
             raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
         if self.state is _HUNG_UP and not dead_ok:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
-        line = encode_command(verb, *arguments)
+        line = encode_unique_command(verb, *arguments) if caller_data else encode_command(verb, *arguments)
         if self._busy:
             raise RuntimeError("a channel carries one command at a time; the call flow is sequential")
         self._busy = True
@@ -257,14 +260,15 @@ class Channel:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
         return reply
 
-    async def _execute_live(self, verb: str, *arguments: str | int, extra_time: float = 0.0) -> Reply:
+    async def _execute_live(self, verb: str, *arguments: str | int, extra_time: float = 0.0,
+                            caller_data: bool = False) -> Reply:
         """A command whose ``result=-1`` means the caller hung up, or that it failed.
 
         Asterisk answers ``result=-1`` both when the caller hangs up and when, say, a sound file
         is missing. With AGISIGHUP=no nothing else tells them apart, so ask: CHANNEL STATUS is
         refused with 511 on a dead channel.
         """
-        reply = await self._execute(verb, *arguments, extra_time=extra_time)
+        reply = await self._execute(verb, *arguments, extra_time=extra_time, caller_data=caller_data)
         if reply.result_int == -1:
             try:
                 status = await self._execute("CHANNEL STATUS")
@@ -356,20 +360,20 @@ class Channel:
         if not (digits.isascii() and digits.isdigit()):
             raise ValueError("SAY DIGITS takes decimal digits only")
         reply = await self._execute_live(
-            "SAY DIGITS", digits, _check_escape_digits(escape_digits), extra_time=len(digits) * 2.0
+            "SAY DIGITS", digits, _check_escape_digits(escape_digits), extra_time=len(digits) * 2.0, caller_data=True
         )
         return _digit_from_result(reply)
 
     async def say_number(self, number: int, escape_digits: str = "") -> str | None:
         reply = await self._execute_live(
-            "SAY NUMBER", int(number), _check_escape_digits(escape_digits), extra_time=20.0
+            "SAY NUMBER", int(number), _check_escape_digits(escape_digits), extra_time=20.0, caller_data=True
         )
         return _digit_from_result(reply)
 
     async def say_date(self, epoch_seconds: int, escape_digits: str = "") -> str | None:
         """A date in the channel's language (Asterisk's SAY DATE: weekday, month, day)."""
         reply = await self._execute_live(
-            "SAY DATE", int(epoch_seconds), _check_escape_digits(escape_digits), extra_time=20.0
+            "SAY DATE", int(epoch_seconds), _check_escape_digits(escape_digits), extra_time=20.0, caller_data=True
         )
         return _digit_from_result(reply)
 
@@ -391,7 +395,7 @@ class Channel:
             arguments.append("beep")
         if silence_seconds:
             arguments.append(f"s={int(silence_seconds)}")
-        reply = await self._execute("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5)
+        reply = await self._execute("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5, caller_data=True)
         ended = (reply.data or "").strip()
         end_position = int(reply.fields.get("endpos", "0") or 0)
         if ended == "dtmf":
@@ -436,7 +440,7 @@ class Channel:
 
     async def set_variable(self, name: str, value: str | int) -> None:
         """Set a channel variable. Works on a dead channel (useful for the dialplan's fallback)."""
-        await self._execute("SET VARIABLE", name, str(value), dead_ok=True)
+        await self._execute("SET VARIABLE", name, str(value), dead_ok=True, caller_data=True)
 
     async def set_variables(self, values: Mapping[str, str | int]) -> None:
         """Set several channel variables, in this order: one round trip (Asterisk's MSet) instead
