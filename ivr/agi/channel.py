@@ -460,12 +460,14 @@ class Channel:
         for name, text in texts.items():
             await self.set_variable(name, text)
 
-    async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0) -> int:
-        """Run a dialplan application. Arguments are joined with commas, each escaped for it."""
+    async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0,
+                   caller_data: bool = False) -> int:
+        """Run a dialplan application. Arguments are joined with commas, each escaped for it.
+        ``caller_data``: arguments of this call only (see _execute)."""
         joined = ",".join(
             a.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace('"', '\\"') for a in arguments
         )
-        reply = await self._execute_live("EXEC", application, joined, extra_time=max_seconds)
+        reply = await self._execute_live("EXEC", application, joined, extra_time=max_seconds, caller_data=caller_data)
         code = reply.result_int
         if code == -2:
             raise AgiCommandError(reply)
@@ -487,7 +489,7 @@ class Channel:
         """Keep what the caller says from now on (MixMonitor; ``received_path``: their side only).
         Its id goes to CAPTURE_VARIABLE, so only this capture is stopped, here or by the dialplan
         should the controller be lost before it stops it."""
-        await self.exec("MixMonitor", mixed_path, f"i({CAPTURE_VARIABLE})r({received_path})")
+        await self.exec("MixMonitor", mixed_path, f"i({CAPTURE_VARIABLE})r({received_path})", caller_data=True)
 
     async def stop_capture(self) -> None:
         """Stop the capture (a caller who hung up stopped it already)."""
@@ -495,7 +497,7 @@ class Channel:
             try:
                 capture = await self.get_variable(CAPTURE_VARIABLE)
                 if capture:
-                    await self.exec("StopMixMonitor", capture)
+                    await self.exec("StopMixMonitor", capture, caller_data=True)
                     await self.set_variable(CAPTURE_VARIABLE, "")
             except (ChannelHangup, AgiCommandFailed):
                 pass
