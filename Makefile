@@ -5,7 +5,8 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
-DEBIAN_PACKAGES := redis-server espeak-ng debootstrap chromium
+# gcc and python3-dev: mypyc compiles the call engine (ivr/native.py); without them it runs interpreted.
+DEBIAN_PACKAGES := redis-server espeak-ng debootstrap chromium gcc python3-dev
 
 .PHONY: run test setup system lint e2e unit bench clean
 
@@ -29,6 +30,7 @@ lint: setup
 	$(BIN)/mypy
 
 setup: system $(BIN)/.installed
+	@$(BIN)/python -m ivr.native_build || echo "the compiled engine did not build: the call engine runs interpreted"
 	@./asterisk/hotline-pbx provision
 
 system:

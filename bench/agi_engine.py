@@ -99,7 +99,7 @@ def server_command(name: str, port: int, script: Path) -> list[str]:
     if name == "ding-dong":
         return ["node", str(NODE_DIR / "server.js"), str(port), str(script)]
     command = [sys.executable, "-m", "bench.agi_servers", name, str(port), str(script)]
-    return command + (["uvloop"] if name in ("hotline", "raw", "panoramisk") else [])
+    return command + (["uvloop"] if name in ("hotline", "hotline-interpreted", "raw", "panoramisk") else [])
 
 
 def free_port() -> int:
@@ -110,18 +110,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ENGINES: dict[str, str] = {}  # how each hotline server ran its engine, as it said when ready
+
+
 class Server:
     def __init__(self, name: str, script: Path) -> None:
         self.name = name
         self.port = free_port()
         self.gc_report = script.with_name(f"gc-pause-{self.port}.txt") if name == "hotline" else None
         environment = {**os.environ, "BENCH_GC_REPORT": str(self.gc_report or "")}
+        environment.pop("HOTLINE_INTERPRETED", None)
+        if name == "hotline-interpreted":
+            environment["HOTLINE_INTERPRETED"] = "1"
         self.process = subprocess.Popen(server_command(name, self.port, script), stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, cwd=ROOT.parent, env=environment)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"{name} did not start: {line!r}")
+        self.engine = line.removeprefix("ready").strip()  # the hotline's: compiled, or interpreted and why
+        ENGINES[name] = self.engine
         time.sleep(0.2)
 
     def stop(self) -> None:
@@ -241,7 +249,8 @@ def node_ready() -> str:
     return ""
 
 
-SERVERS = tuple(os.environ.get("BENCH_SERVERS", "raw,hotline,ding-dong,pystrix,panoramisk").split(","))
+SERVERS = tuple(os.environ.get("BENCH_SERVERS",
+                               "raw,hotline,hotline-interpreted,ding-dong,pystrix,panoramisk").split(","))
 
 
 def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int = 6000,
@@ -343,6 +352,9 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
         "by the generator, each call's first command (with its connect) aside; at saturation it is mostly "
         "queueing. `mem/call`: RSS growth per call held "
         "mid-menu.\n",
+        f"`hotline` ran its engine {ENGINES.get('hotline', 'not at all')}, as `make setup` builds it "
+        "(ivr/native.py: the FastAGI layer and the menu engine, the same source); `hotline-interpreted` "
+        f"is the same source as plain Python ({ENGINES.get('hotline-interpreted', 'not run')}).\n",
         "| N in flight | server | calls/s | cpu/call ms | × raw | turn p50 ms | turn p99 ms | mem/call KiB "
         "| generator cpu/call ms | errors |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -3,7 +3,8 @@
     python -m bench.agi_servers NAME PORT SCRIPT_JSON
 
 - ``hotline``: this project's engine: FastAgiServer, Channel and MenuEngine walking
-  bench/menus/three-level.yaml, then the route's variables.
+  bench/menus/three-level.yaml, then the route's variables; compiled by mypyc as `make setup`
+  builds it (ivr/native.py). ``hotline-interpreted``: the same, run as plain Python.
 - ``raw``: the floor. A minimal asyncio Protocol that sends the script's command lines in order
   and waits for each reply line; no parsing, no timeouts, no safety.
 - ``panoramisk``: panoramisk's fast_agi Application, sending the same lines.
@@ -83,7 +84,9 @@ async def serve_hotline(port: int) -> None:
             Path(report).write_text(f"{1000 * (time.perf_counter() - started):.1f}")
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, full_collection)
-    print("ready", flush=True)
+    from ivr import native
+
+    print("ready", native.status(), flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -175,7 +178,7 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    if name == "hotline":
+    if name in ("hotline", "hotline-interpreted"):  # bench/agi_engine.py sets HOTLINE_INTERPRETED for the latter
         asyncio.run(serve_hotline(port))
     elif name == "raw":
         asyncio.run(serve_raw(port, lines))

@@ -35,11 +35,13 @@ def plot(runs: list[agi_engine.Run], path: Path) -> None:
     for server in dict.fromkeys(r.server for r in runs):
         mine = sorted((r for r in runs if r.server == server), key=lambda r: r.concurrency)
         xs = [r.concurrency for r in mine]
-        style = {"linewidth": 2.5} if server == "hotline" else {"linewidth": 1.2}
+        style: dict[str, object] = {"linewidth": 2.5} if server == "hotline" else {"linewidth": 1.2}
+        if server == "hotline-interpreted":
+            style["linestyle"] = "--"
         cpu.plot(xs, [r.cpu_per_call_ms for r in mine], marker="o", label=server, **style)
         turn.plot(xs, [r.turn(0.99) for r in mine], marker="o", label=server, **style)
     cpu.set(xscale="log", xlabel="calls in flight", ylabel="server CPU per call (ms)",
-            title="CPU per 21-command call (lower is better)")
+            title="CPU per call (lower is better)")
     turn.set(xscale="log", yscale="log", xlabel="calls in flight", ylabel="ms",
              title="server turn per command, p99")
     cpu.set_ylim(bottom=0)
@@ -56,7 +58,7 @@ def targets(runs: list[agi_engine.Run], real: tuple[str, bool | None], storms: l
     rows = []
     by = {(r.server, r.concurrency): r for r in runs}
     levels = sorted({r.concurrency for r in runs})
-    peers = sorted({r.server for r in runs} - {"hotline", "raw"})
+    peers = sorted({r.server for r in runs} - {"hotline", "hotline-interpreted", "raw"})
     for n in levels:
         ours = by.get(("hotline", n))
         floor = by.get(("raw", n))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ivr import native
 from ivr.agi.server import FastAgiServer
 from ivr.calls import CallHandlers, CallStates
 from ivr.collector import ClockedCollector
@@ -246,7 +247,8 @@ class Hotline:
         # From here on the collector runs on a clock, not on allocation counts (ivr/collector.py says why).
         self.collector = ClockedCollector()
         self._tasks.append(asyncio.create_task(self.collector.run(), name="garbage-collector"))
-        log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/", s.agi_host, self.agi.port, s.web_host, s.web_port)
+        log.info("hotline ready: FastAGI %s:%d, web http://%s:%d/; call engine %s",
+                 s.agi_host, self.agi.port, s.web_host, s.web_port, native.status())
 
     async def reload(self) -> dict[str, object]:
         """Publish edited routing rules and menu without a restart and without dropping calls.

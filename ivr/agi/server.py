@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from ivr.agi.channel import AgiError, Channel, ChannelHangup
 from ivr.agi.connection import AgiConnection
@@ -55,7 +56,8 @@ class FastAgiServer:
         loop = asyncio.get_running_loop()
         # A deep backlog: a burst of calls (Asterisk opens one connection per AGI) waits in the kernel.
         self._server = await loop.create_server(self._connection, self.host, self.port, backlog=4096)
-        sockets = self._server.sockets or ()
+        # Any: uvloop's server gives a list where asyncio's gives a tuple (the compiled build checks).
+        sockets: Any = getattr(self._server, "sockets", None) or ()
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
         self.accepting = True
