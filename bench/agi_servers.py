@@ -7,6 +7,8 @@
   builds it (ivr/native.py). ``hotline-interpreted``: the same, run as plain Python.
 - ``raw``: the floor. A minimal asyncio Protocol that sends the script's command lines in order
   and waits for each reply line; no parsing, no timeouts, no safety.
+- ``raw-streams``: the same with a coroutine per call over asyncio's streams, the floor of any
+  engine built that way (the hotline's and panoramisk's are).
 - ``panoramisk``: panoramisk's fast_agi Application, sending the same lines.
 - ``pystrix``: pystrix's threaded FastAGIServer, sending the same lines.
 (ding-dong, the Node peer, is bench/node/server.js.)
@@ -136,6 +138,24 @@ async def serve_raw(port: int, lines: list[bytes]) -> None:
     await asyncio.Event().wait()
 
 
+async def serve_raw_streams(port: int, lines: list[bytes]) -> None:
+    """The floor for a coroutine per call: asyncio's streams, each line written and its reply
+    line awaited, nothing parsed. What any engine with a coroutine per call pays before its own work."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\n", b""):  # the environment, to its blank line
+            pass
+        for line in lines:
+            writer.write(line)
+            if not await reader.readline():
+                break
+        writer.close()
+
+    await asyncio.start_server(session, "127.0.0.1", port, backlog=4096)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
 async def serve_panoramisk(port: int, lines: list[bytes]) -> None:
     from panoramisk.fast_agi import Application
 
@@ -182,6 +202,8 @@ def main() -> None:
         asyncio.run(serve_hotline(port))
     elif name == "raw":
         asyncio.run(serve_raw(port, lines))
+    elif name == "raw-streams":
+        asyncio.run(serve_raw_streams(port, lines))
     elif name == "panoramisk":
         asyncio.run(serve_panoramisk(port, lines))
     else:
