@@ -13,8 +13,10 @@ DEBIAN_PACKAGES := redis-server espeak-ng debootstrap chromium gcc python3-dev
 run: setup
 	$(BIN)/hotline serve
 
+# The unit tests a second time with the engine interpreted: what runs where it cannot be compiled.
 test: setup
 	$(BIN)/pytest -q
+	HOTLINE_INTERPRETED=1 $(BIN)/pytest -q tests/unit
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
@@ -47,4 +49,4 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -69,11 +69,15 @@ def thread_cpu_seconds(pid: int) -> float:
     """CPU time of the process's live threads from the scheduler's nanosecond counters: a round's
     few tenths of a second would be a few dozen of /proc/PID/stat's 10 ms ticks."""
     total = 0
+    read = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             total += int((task / "schedstat").read_text().split()[0])
+            read += 1
         except (OSError, IndexError, ValueError):
             pass  # a thread that ended meanwhile
+    if not read or not total:
+        raise RuntimeError(f"no CPU time readable for {pid} (/proc/PID/task/*/schedstat)")
     return total / 1e9
 
 
@@ -99,9 +103,9 @@ class Run:
 
     @property
     def cpu_per_call_ms(self) -> float:
-        """The best round's: this shared machine's slow spells only ever add CPU time, so the
-        least a round took is the closest to the server's own cost (timeit's rule)."""
-        return min(self.round_cpu_ms) if self.round_cpu_ms else float("nan")
+        """The median round's. This shared machine's spells change a round's CPU per call by up to
+        2x for every server alike; the least round would be one lucky spell, the median is not."""
+        return statistics.median(self.round_cpu_ms) if self.round_cpu_ms else float("nan")
 
     def turn(self, share: float) -> float:
         if not self.turns:
@@ -203,7 +207,7 @@ def measure_round(run: Run, server: Server, script: Path, calls: int, processes:
 def load_runs(names: list[str], script: Path, concurrency: int, calls: int, rounds: int, processes: int,
               timeout: float) -> list[Run]:
     """Every server at one N, in rounds that take turns: a slow spell of this shared machine falls
-    on all of them, and each server's figure is its best round."""
+    on all of them, and each server's figure is its median round."""
     runs = {name: Run(name, concurrency) for name in names}
     servers: dict[str, Server] = {}
     try:
@@ -213,7 +217,8 @@ def load_runs(names: list[str], script: Path, concurrency: int, calls: int, roun
             for warm in generators(servers[name].port, 200, 20, script, 1):
                 warm.communicate(timeout=timeout)
         for round_number in range(1, rounds + 1):
-            for name in names:
+            turn = (round_number - 1) % len(names)  # each round starts with the next server
+            for name in names[turn:] + names[:turn]:
                 print(f"  agi: {name} at {concurrency} in flight, round {round_number} of {rounds} ...", flush=True)
                 measure_round(runs[name], servers[name], script, calls, processes, timeout)
         for name in names:
@@ -392,8 +397,8 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
         "take turns, in rounds of the same calls (a round makes at least 2N calls: 5 rounds at 100, 3 at "
         "1000, 2 at 5000), so a slow spell of this shared machine falls on all of them. `cpu/call` is "
         "the server's CPU time per call "
-        "(the scheduler's counters, /proc/PID/task/*/schedstat) in its best round (slow spells only "
-        "ever add to it), each round's beside it; `× raw` "
+        "(the scheduler's counters, /proc/PID/task/*/schedstat) in its median round, each round's "
+        "beside it (a round's figure moves by up to 2x with this machine's spells, for every server alike); `× raw` "
         "compares it with the raw asyncio floor at "
         "the same N. `turn` is the server's turn per command: from a reply to its next command, seen "
         "by the generator, each call's first command (with its connect) aside; at saturation it is mostly "

@@ -1,9 +1,12 @@
 """Self-service answers from the operator's systems: balance, last bill, package, fault status.
 
 ``AccountBackend`` is the adapter interface an operator implements against its billing and
-ticketing systems; ``RedisAccounts`` is the implementation the sample hotline ships, with
-accounts kept in Redis (``hotline accounts set``). Account data is only read after the caller's
-PIN matched (the ``verify`` node); PINs are stored as salted hashes, never in clear.
+ticketing systems. Its methods must return exactly the declared types: the menu engine that
+calls them is compiled, and refuses a ``1`` for a ``bool`` or a ``Decimal`` for an ``int`` with a
+TypeError, which sends the caller to the fallback queue. ``RedisAccounts`` is the
+implementation the sample hotline ships, with accounts kept in Redis (``hotline accounts set``).
+Account data is only read after the caller's PIN matched (the ``verify`` node); PINs are stored
+as salted hashes, never in clear.
 """
 
 from __future__ import annotations

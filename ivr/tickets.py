@@ -5,7 +5,8 @@ a severity whose deadline comes from the routing rules (normal 24 h, major 48 h,
 default), the caller's description kept as audio, and a status: open -> (in_progress) -> closed,
 or reopened when the return visit hears the fault is not fixed. Closing a ticket schedules the
 return visit (``routing/revisits.py``). An operator with its own ticketing system replaces
-``TicketStore`` behind the same methods.
+``TicketStore`` behind the same methods, returning exactly their declared types (the compiled
+menu engine checks them: see ivr/selfservice.py).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def run_python(code: str, **environment: str) -> list[str]:
 def test_the_tests_run_the_compiled_engine() -> None:
     # `make setup` builds it; a build that silently stopped loading would make every figure of the
     # benchmark, and what these tests exercise, something else than what is shipped.
-    assert native.status() == "compiled (mypyc)", native.status()
+    assert native.status() == "compiled (mypyc)", f"{native.status()}: `make setup` builds it"
     for module in (ivr.agi.channel, ivr.agi.protocol, ivr.menu.engine):
         assert native.is_compiled(module), module.__file__
 
@@ -37,6 +37,8 @@ def test_interpreted_on_request() -> None:
     status, where = run_python(WHERE, HOTLINE_INTERPRETED="1")
     assert status == "interpreted (HOTLINE_INTERPRETED is set)"
     assert where.endswith("ivr/agi/channel.py")
+    if (native.native_dir() / native.MANIFEST).is_file():
+        assert run_python(WHERE, HOTLINE_INTERPRETED="0")[0] == "compiled (mypyc)"
 
 
 def copy_build(target: Path) -> Path:
@@ -62,23 +64,44 @@ def test_a_build_elsewhere_loads_from_there(tmp_path: Path) -> None:
 
 def test_an_edited_source_turns_the_whole_build_off(tmp_path: Path) -> None:
     build = copy_build(tmp_path / "native")
-    rewrite_manifest(build, lambda m: m["sources"].update({"ivr.menu.engine": "0" * 64}))
-    assert native.fresh_build(build) == "engine.py changed since the build"
+    rewrite_manifest(build, lambda m: m["sources"].update({"ivr/menu/engine.py": "0" * 64}))
+    assert native.fresh_build(build) == "ivr/menu/engine.py changed since the build"
     status, where = run_python(WHERE, HOTLINE_NATIVE_DIR=str(build))
-    assert status == "interpreted (engine.py changed since the build)"
+    assert status == "interpreted (ivr/menu/engine.py changed since the build)"
     assert where.endswith("ivr/agi/channel.py")  # not only engine.py: the group is all or nothing
+
+
+def test_a_module_the_engine_only_imports_counts_too(tmp_path: Path) -> None:
+    # The compiled engine checks types declared in modules outside the group (an adapter's
+    # return type in ivr/selfservice.py); a new source file changes what a build would check.
+    build = copy_build(tmp_path / "native")
+    rewrite_manifest(build, lambda m: m["sources"].update({"ivr/selfservice.py": "0" * 64}))
+    assert native.fresh_build(build) == "ivr/selfservice.py changed since the build"
+    rewrite_manifest(build, lambda m: m["sources"].pop("ivr/selfservice.py"))
+    assert native.fresh_build(build) == "ivr/selfservice.py changed since the build"
+
+
+def test_a_build_that_does_not_load_is_not_used(tmp_path: Path) -> None:
+    build = copy_build(tmp_path / "native")
+    library = json.loads((build / native.MANIFEST).read_text())["files"][native.GROUP_LIBRARY]
+    (build / library).write_bytes(b"not an ELF file")
+    status, where = run_python(WHERE, HOTLINE_NATIVE_DIR=str(build))
+    assert status.startswith("interpreted (the build does not load:")
+    assert where.endswith("ivr/agi/channel.py")
 
 
 def test_builds_that_do_not_fit_are_not_loaded(tmp_path: Path) -> None:
     assert native.fresh_build(tmp_path) == "not built"
     build = copy_build(tmp_path / "native")
-    rewrite_manifest(build, lambda m: m.update(cache_tag="cpython-399"))
-    assert native.fresh_build(build).startswith("built for cpython-399")
+    rewrite_manifest(build, lambda m: m["platform"].update(cache_tag="cpython-399"))
+    assert str(native.fresh_build(build)).startswith("built for {'cache_tag': 'cpython-399'")
     build = copy_build(tmp_path / "other")
-    rewrite_manifest(build, lambda m: m["sources"].pop("ivr.agi.server"))
+    rewrite_manifest(build, lambda m: m["files"].pop("ivr.agi.server"))
     assert native.fresh_build(build) == "built from another list of modules"
     build = copy_build(tmp_path / "gone")
     (build / json.loads((build / native.MANIFEST).read_text())["files"]["ivr.agi.channel"]).unlink()
     assert native.fresh_build(build) == "extension files missing"
     (build / native.MANIFEST).write_text("{not json")
     assert str(native.fresh_build(build)).startswith("unreadable manifest")
+    (build / native.MANIFEST).write_text("[1, 2]")
+    assert native.fresh_build(build) == "unreadable manifest: not an object"
