@@ -92,9 +92,7 @@ class Run:
     calls: int = 0
     errors: int = 0
     seconds: float = 0.0
-    server_cpu: float = 0.0
     generator_cpu: float = 0.0
-    commands: int = 0
     turns: list[float] = field(default_factory=list)
     memory_per_call: float | None = None
     full_collection_ms: float | None = None  # the hotline's: a full garbage collection, calls held
@@ -193,12 +191,10 @@ def measure_round(run: Run, server: Server, script: Path, calls: int, processes:
         result = json.loads(result_file(script, n).read_text())
         calls_done += result["calls"] - result["errors"]
         run.errors += result["errors"]
-        run.commands += result["commands"]
         run.generator_cpu += result["cpu"]
         run.turns += [t / 1e6 for t in result["turns"]]
     cpu = server.cpu_seconds() - before
     run.seconds += time.perf_counter() - started
-    run.server_cpu += cpu
     run.calls += calls_done
     if calls_done:
         run.round_cpu_ms.append(1000 * cpu / calls_done)
