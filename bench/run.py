@@ -53,7 +53,8 @@ def plot(runs: list[agi_engine.Run], path: Path) -> None:
     plt.close(figure)
 
 
-def targets(runs: list[agi_engine.Run], real: tuple[str, bool | None], storms: list[wallboard.Storm]) -> str:
+def targets(runs: list[agi_engine.Run], real: tuple[str, bool | None], storms: list[wallboard.Storm],
+            spoken: speech.Streaming) -> str:
     """Issue 6's targets against this run's figures."""
     rows = []
     by = {(r.server, r.concurrency): r for r in runs}
@@ -83,6 +84,7 @@ def targets(runs: list[agi_engine.Run], real: tuple[str, bool | None], storms: l
                  f"{overhead:.2f} ms (median of rounds: {rounds})" if not math.isnan(overhead)
                  else f"not measured (rounds: {rounds or 'none'})", not math.isnan(overhead) and overhead < 1.0))
     rows.append(("real Asterisk throughput ≥ 70% of plain dialplan", *real))
+    rows.append(speech.streaming_target(spoken))
     for storm in (s for s in storms if s.server == "hotline"):
         rows.append((f"AMI storm to the wallboard at {storm.rate:,}/s: none dropped, p99 push latency under 250 ms",
                      f"{storm.dropped} dropped of {storm.sent:,}; p99 {storm.ms(0.99):.0f} ms",
@@ -119,7 +121,7 @@ def main() -> None:
     print("real Asterisk ...", flush=True)
     real_text = asterisk_throughput.run()
     print("speech ...", flush=True)
-    speech_text = speech.run(args.rounds)
+    speech_text, spoken = speech.run(args.rounds)
     print("AMI storm to the wallboard ...", flush=True)
     wallboard_text, storms = wallboard.run()
     header = (
@@ -129,7 +131,7 @@ def main() -> None:
         "Figures are from one run on a shared 2-core machine: compare within a table, not across runs.\n\n"
         f"![AGI engine: CPU per call and p99 turn]({PLOT.name})\n\n"
     )
-    body = [targets(runs, real_ratio(real_text), storms), agi_text, routing_text, real_text, speech_text,
+    body = [targets(runs, real_ratio(real_text), storms, spoken), agi_text, routing_text, real_text, speech_text,
             wallboard_text]
     args.out.write_text(header + "\n".join(body), encoding="utf-8")
     print(f"wrote {args.out} and {PLOT}")

@@ -155,7 +155,8 @@ class Hotline:
             asterisk_prompts = asterisk_prompts or (await asyncio.to_thread(self.pbx.instance_dir)) + "/prompts"
         prompts = PromptLibrary(asterisk_prompts or str(s.built_prompts_dir))
         self.speech = SpeechService(
-            SpeechEngine(s.speech_models, workers=s.speech_workers, deadline=s.speech_deadline),
+            SpeechEngine(s.speech_models, workers=s.speech_workers, streams=s.speech_streams,
+                         deadline=s.speech_deadline),
             await asyncio.to_thread(self._recordings),
         )
         speech = self.speech

