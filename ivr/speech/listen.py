@@ -20,28 +20,21 @@ from typing import Protocol
 from ivr.agi.channel import AgiCommandFailed, RecordResult, TalkResult
 from ivr.menu.schema import ListenNode
 from ivr.speech.digits import digit_words, words_to_digits
-from ivr.speech.recognizer import SLN_RATE, SpeechEngine, SpeechUnavailable, Utterance
+from ivr.speech.recognizer import SLN_RATE, SpeechEngine, SpeechUnavailable, Utterance, file_size
 
 log = logging.getLogger(__name__)
 
 
 
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
 async def settled_size(audio: Path) -> int | None:
     """Asterisk replies before it closes the file: wait (briefly) until it stops growing. File
     calls go to a thread: the folder may be a shared volume, and the event loop must not wait."""
-    size = await asyncio.to_thread(_size, audio)
+    size = await asyncio.to_thread(file_size, audio)
     for _ in range(5):
         if size is None:
             return None
         await asyncio.sleep(0.03)
-        now = await asyncio.to_thread(_size, audio)
+        now = await asyncio.to_thread(file_size, audio)
         if now == size:
             return size
         size = now

@@ -9,8 +9,8 @@ counts as unavailable (callers get DTMF rather than silence while it loads).
 Audio: Asterisk records headerless 8 kHz 16-bit mono ("sln"), and the recognizer decodes it as
 it is written (:class:`Utterance`): the caller's answer is recognised while they speak, and the
 result is ready tens of ms after the recording ends (bench/speech.py measures it, callers
-answering at once on one core). Vosk resamples to the model's rate itself when the recognizer is created with the
-audio's rate (measured in bench/ against converting with pydub).
+answering at once on one core). Vosk resamples to the model's rate itself when the recognizer is
+created with the audio's rate (measured in bench/ against converting with pydub).
 """
 
 from __future__ import annotations
@@ -199,9 +199,10 @@ def _feed_from(recognizer: Any, audio: Path, offset: int) -> tuple[int, bool]:
     return offset + usable, True
 
 
-def _size(audio: Path) -> int | None:
+def file_size(path: Path) -> int | None:
+    """Blocking: the file's size, None if it is not there (yet)."""
     try:
-        return audio.stat().st_size
+        return path.stat().st_size
     except FileNotFoundError:
         return None
 
@@ -299,7 +300,7 @@ class Utterance:
                 await self._feed(URGENT)
                 for _ in range(SETTLE_CHECKS):
                     await asyncio.sleep(SETTLE_SECONDS)
-                    size = await asyncio.to_thread(_size, self.audio)
+                    size = await asyncio.to_thread(file_size, self.audio)
                     if size is None or size <= self.fed:  # (smaller: Asterisk cut trailing silence off)
                         break
                     await self._feed(URGENT)
