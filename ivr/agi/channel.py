@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import functools
+import itertools
 import logging
 import re
 import secrets
@@ -67,6 +68,11 @@ class HangupReason(StrEnum):
     RESULT_MINUS_ONE = "result_minus_one"
     CONNECTION_CLOSED = "connection_closed"
 
+
+# The sync nonce: a secret of this process and a counter. A caller cannot guess it (they never see
+# it), which is all it needs; a fresh random one per call cost a getrandom system call each.
+_NONCE_PREFIX = "hotline-sync-" + secrets.token_hex(8) + "-"
+_NONCE_COUNTER = itertools.count()
 
 CAPTURE_VARIABLE = "HOTLINE_MIXMON"  # the running barge-in capture's MixMonitor id (extensions.conf stops it)
 
@@ -151,10 +157,11 @@ def _check_escape_digits(digits: str) -> str:
 class Channel:
     """One call's FastAGI conversation."""
 
-    def __init__(self, lines: Lines, environment: AgiEnvironment, *, command_timeout: float = 10.0) -> None:
+    def __init__(self, lines: Lines, environment: AgiEnvironment, *, command_timeout: float = 10.0,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.env = environment
         self._lines = lines
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self._deadline = 0.0  # of the command being answered (loop time)
         self._command_timeout = command_timeout
         self._busy = False  # a command is out: the next one waiting for its reply would be a bug
@@ -292,7 +299,7 @@ class Channel:
         be read as replies. Asterisk sent all of them before it read any command from us, so we
         ask it to echo a random nonce and drop everything that arrives before the echo.
         """
-        nonce = "hotline-sync-" + secrets.token_hex(8)
+        nonce = _NONCE_PREFIX + str(next(_NONCE_COUNTER))
         discarded = 0
         self._busy = True
         try:

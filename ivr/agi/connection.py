@@ -81,13 +81,14 @@ class AgiConnection(asyncio.Protocol):
 
     def __init__(self, on_environment: Callable[[AgiConnection, bytes], None],
                  allowed: Callable[[object], bool], header_timeout: float,
-                 on_lost: Callable[[AgiConnection], None] = lambda _: None) -> None:
+                 on_lost: Callable[[AgiConnection], None] = lambda _: None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._on_environment = on_environment
         self._on_lost = on_lost
         self._allowed = allowed
         self._header_timeout = header_timeout
         self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self._buffer = bytearray()
         self._lines: collections.deque[bytes] = collections.deque()
         self._env: bytearray | None = bytearray()  # None once the environment is complete

@@ -43,7 +43,10 @@ class FastAgiServer:
         self._allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
         self._verdicts: dict[str, bool] = {}  # peer address -> allowed (Asterisk connects from a few)
         self._server: asyncio.Server | None = None
-        self._sessions: dict[asyncio.Task[None], str] = {}  # session task -> script
+        # A connection's session task and its script (keyed by the connection: a session finds
+        # its entry without asyncio.current_task(), a system call's worth of cost per call).
+        self._sessions: dict[AgiConnection, tuple[asyncio.Task[None], str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[AgiConnection] = set()  # connected, environment not complete yet
         self._refused: set[str] = set()
         self.accepting = False
@@ -53,7 +56,7 @@ class FastAgiServer:
         return len(self._sessions)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # A deep backlog: a burst of calls (Asterisk opens one connection per AGI) waits in the kernel.
         self._server = await loop.create_server(self._connection, self.host, self.port, backlog=4096)
         # Any: uvloop's server gives a list where asyncio's gives a tuple (the compiled build checks).
@@ -66,7 +69,7 @@ class FastAgiServer:
 
     def _connection(self) -> AgiConnection:
         connection = AgiConnection(self._on_environment, self._peer_allowed, self._header_timeout,
-                                   on_lost=self._connections.discard)
+                                   on_lost=self._connections.discard, loop=self._loop)
         self._connections.add(connection)
         return connection
 
@@ -80,7 +83,7 @@ class FastAgiServer:
 
     async def drain(self, timeout: float, scripts: set[str] | None = None) -> None:
         """Give sessions (of ``scripts``, or all) ``timeout`` seconds to end, then cancel them."""
-        tasks = {t for t, s in self._sessions.items() if scripts is None or s in scripts}
+        tasks = {task for task, script in self._sessions.values() if scripts is None or script in scripts}
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -132,12 +135,13 @@ class FastAgiServer:
             log.warning("FastAGI request for unknown script %r or without uniqueid; dropped", env.script)
             connection.close()
             return
-        task = asyncio.get_running_loop().create_task(self._session(connection, env, handler))
-        self._sessions[task] = env.script
+        loop = self._loop or asyncio.get_running_loop()
+        self._sessions[connection] = (loop.create_task(self._session(connection, env, handler, loop)), env.script)
 
-    async def _session(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler) -> None:
+    async def _session(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler,
+                       loop: asyncio.AbstractEventLoop) -> None:
         """The session task's one coroutine: a call's whole conversation."""
-        channel = Channel(connection, env, command_timeout=self._command_timeout)
+        channel = Channel(connection, env, command_timeout=self._command_timeout, loop=loop)
         try:
             await channel.synchronize()
             await handler(channel)
@@ -153,7 +157,5 @@ class FastAgiServer:
             log.exception("call %s: handler failed", env.uniqueid)
         finally:
             channel.close()
-            task = asyncio.current_task()
-            if task is not None:
-                self._sessions.pop(task, None)
+            self._sessions.pop(connection, None)
             connection.close()
