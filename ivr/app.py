@@ -170,7 +170,7 @@ class Hotline:
         states = self.states
         handlers = CallHandlers(
             self.current_menu,
-            lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.checkpoint,
+            lambda menu, is_open: MenuEngine(menu, prompts, is_open=is_open, on_step=states.step,
                                              speech=speech, accounts=accounts, tickets=desk),
             self.directory,
             self.router,
@@ -184,7 +184,7 @@ class Hotline:
         )
         revisit = RevisitCall(self.current_menu, self.tickets, lambda: self.revisits, prompts)
         self.agi = FastAgiServer(
-            {"hotline": handlers.hotline, "survey": handlers.survey, "finish": handlers.finish,
+            {"hotline": handlers.hotline, "finish": handlers.finish,
              "wait": queueing.wait, "callback_done": queueing.callback_done, "revisit": revisit.revisit},
             host=s.agi_host,
             port=s.agi_port,
@@ -232,6 +232,7 @@ class Hotline:
         self._tasks.append(asyncio.create_task(self.ager.run(), name="priority-aging"))
         self._tasks.append(asyncio.create_task(self.live.run_refresher(), name="live-queue-refresh"))
         self._tasks.append(asyncio.create_task(self.live.run_mirror(), name="live-queue-mirror"))
+        self._tasks.append(asyncio.create_task(self.states.run(), name="call-state-mirror"))
         self._tasks.append(asyncio.create_task(self.outcomes.run_journal_replayer(), name="outcome-journal"))
 
         self._web_runner = web.AppRunner(build_web_app(self))
@@ -318,6 +319,8 @@ class Hotline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.states is not None:
+            await self.states.flush()  # the last steps of calls still in progress, for the next controller
         if self.ager is not None:
             await self.ager.release()
         if self.speech is not None:

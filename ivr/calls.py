@@ -39,15 +39,28 @@ _CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallContext))
 
 
 class CallStates:
-    """Calls in progress: in memory, mirrored to Redis best-effort."""
+    """Calls in progress: in memory, mirrored to Redis best-effort.
 
-    def __init__(self, redis: Redis, *, timeout: float = 0.2, pause_after_failure: float = 5.0) -> None:
+    A menu step only marks its call (:meth:`step`); :meth:`run`, a background task the app owns,
+    writes every marked call's newest state in one pipeline every ``flush_interval``. A caller
+    never waits for Redis between two prompts, and Redis takes one round trip for all the calls
+    that moved meanwhile (one SET each had cost about 1 ms of controller CPU, docs/benchmarks.md).
+    A controller killed outright loses at most that interval of steps. The end of the IVR part
+    (:meth:`end_ivr`) is written at once: a restarted controller needs it to classify the call.
+    Writes go one pipeline at a time, in order, so an older state never lands over a newer one.
+    """
+
+    def __init__(self, redis: Redis, *, timeout: float = 0.2, pause_after_failure: float = 5.0,
+                 flush_interval: float = 0.1) -> None:
         self._redis = redis
         self._timeout = timeout
         self._pause = pause_after_failure
+        self._flush_interval = flush_interval
         self._paused_until = 0.0  # after a failed write, callers are not made to wait again at once
         self._live: dict[str, CallContext] = {}
         self._ivr_ended: dict[str, str] = {}  # uniqueid -> how the IVR part ended
+        self._dirty: dict[str, CallContext] = {}  # moved since their last write
+        self._writing = asyncio.Lock()  # one write at a time: they land in the order they were made
         self._last_sweep = 0.0
 
     def add(self, call: CallContext) -> None:
@@ -66,6 +79,11 @@ class CallStates:
         for uniqueid in [u for u, c in self._live.items() if now - c.started_at > CALL_STATE_TTL]:
             self._live.pop(uniqueid, None)
             self._ivr_ended.pop(uniqueid, None)
+            self._dirty.pop(uniqueid, None)
+
+    def step(self, call: CallContext) -> None:
+        """The call moved on in the menu: its state goes to Redis with the next flush."""
+        self._dirty[call.uniqueid] = call
 
     async def end_ivr(self, call: CallContext, how: str) -> None:
         """The IVR part is over (``routed``, ``self_served``, ``caller_hangup``): remember and mirror it."""
@@ -73,31 +91,57 @@ class CallStates:
         await self.checkpoint(call)
 
     async def checkpoint(self, call: CallContext) -> None:
-        if time.monotonic() < self._paused_until:
-            return
+        """Write the call's state now (with whatever else is waiting for the next flush)."""
+        self._dirty[call.uniqueid] = call
+        await self.flush()
+
+    async def run(self) -> None:
+        """Background task (owned by the app): writes the calls that moved, every flush_interval."""
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            await self.flush()
+
+    def _state(self, call: CallContext) -> bytes:
         # A flat copy: the fields are strings, numbers and flat lists and dicts of strings, which
         # orjson writes as they are (dataclasses.asdict deep-copied them all on every step).
         state = {name: getattr(call, name) for name in _CALL_FIELDS}
         state["variables"] = {k: val for k, val in call.variables.items() if k not in call.sensitive}
         state["ivr_ended"] = self._ivr_ended.get(call.uniqueid)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.set(
-                    CALL_STATE_KEY.format(uniqueid=call.uniqueid), orjson.dumps(state), ex=CALL_STATE_TTL
-                )
-        except (TimeoutError, RedisError, OSError):
-            # Memory still has it; only a controller restart would miss it.
-            self._paused_until = time.monotonic() + self._pause
+        return orjson.dumps(state)
+
+    async def flush(self) -> None:
+        """Write every call that moved since its last write, in one pipeline. While Redis is
+        failing (a pause after each failure) they wait in memory, and the newest state goes later."""
+        if not self._dirty or time.monotonic() < self._paused_until:
+            return
+        async with self._writing:
+            calls, self._dirty = self._dirty, {}
+            if not calls:  # the write before this one took them
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for uniqueid, call in calls.items():
+                pipe.set(CALL_STATE_KEY.format(uniqueid=uniqueid), self._state(call), ex=CALL_STATE_TTL)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await pipe.execute()
+            except (TimeoutError, RedisError, OSError):
+                # Memory still has them; only a controller restart would miss them.
+                self._paused_until = time.monotonic() + self._pause
+                for uniqueid, call in calls.items():
+                    if uniqueid in self._live:
+                        self._dirty.setdefault(uniqueid, call)
 
     async def take(self, uniqueid: str) -> tuple[CallContext | None, str | None]:
         """Remove and return a call's context and how its IVR part ended (from Redis if another
         process started the call)."""
         call = self._live.pop(uniqueid, None)
         ended = self._ivr_ended.pop(uniqueid, None)
+        self._dirty.pop(uniqueid, None)
         key = CALL_STATE_KEY.format(uniqueid=uniqueid)
         raw = None
         try:
-            async with asyncio.timeout(self._timeout * 5):
+            # After a write in flight, which may hold this call: the key must not come back.
+            async with self._writing, asyncio.timeout(self._timeout * 5):
                 raw = await self._redis.getdel(key) if call is None else await self._redis.delete(key)
         except (TimeoutError, RedisError, OSError):
             pass
@@ -292,7 +336,7 @@ class CallHandlers:
         if isinstance(ending, RouteRequest):
             decision = self._router.decide(ending.skill, call.customer_class, escalation, switches)
             await self._states.end_ivr(call, "routed")
-            survey = decision.survey and menu.survey is not None
+            survey = menu.survey if decision.survey else None
             announcing = decision.announce_after is not None and menu.waiting is not None
             await channel.set_variables({
                 v.SKILL: decision.skill,
@@ -301,7 +345,13 @@ class CallHandlers:
                 v.QUEUE_TIMEOUT: decision.overflow_after or "",
                 v.OVERFLOW_QUEUE: decision.overflow_queue or "",
                 v.MAX_PENALTY: "" if decision.max_penalty is None else decision.max_penalty,
+                # The survey is the dialplan's (no AGI session of its own): its prompts and
+                # counts go with the route, in the caller's language.
                 v.SURVEY: "1" if survey else "",
+                v.SURVEY_PROMPT: self._prompts.path(survey.prompt, call.language) if survey else "",
+                v.SURVEY_THANKS: self._prompts.path(survey.thanks, call.language) if survey and survey.thanks else "",
+                v.SURVEY_ATTEMPTS: survey.attempts if survey else "",
+                v.SURVEY_TIMEOUT: f"{survey.timeout:g}" if survey else "",
                 # Between stints the wait AGI announces and takes the overflow steps after the first.
                 v.ANNOUNCE: "1" if announcing or decision.more_overflow else "",
                 v.ANNOUNCE_EVERY: decision.announce_every,
@@ -314,30 +364,6 @@ class CallHandlers:
             await self._states.end_ivr(call, "self_served")
             await channel.set_variable(v.DONE, v.DONE_HANGUP)
             await channel.hangup()
-
-    async def survey(self, channel: Channel) -> None:
-        """After the agent hung up: a 1-5 score by DTMF, stored for the outcome record."""
-        menu = self._menu()
-        survey = menu.survey
-        if survey is None:
-            return
-        language = await channel.get_variable(v.LANGUAGE) or menu.default_language
-        if language not in menu.languages:
-            language = menu.default_language
-        score = None
-        for _ in range(survey.attempts):
-            score = await channel.stream_file(self._prompts.path(survey.prompt, language), "12345")
-            if score is None:
-                score = await channel.wait_for_digit(int(survey.timeout * 1000))
-            if score in ("1", "2", "3", "4", "5"):
-                break
-            score = None
-        if score is not None:
-            await channel.set_variable(v.SURVEY_SCORE, score)
-            if survey.thanks:
-                await channel.stream_file(self._prompts.path(survey.thanks, language))
-        log.info("call %s survey: %s", channel.env.uniqueid, score or "no score")
-        await channel.hangup()
 
     async def finish(self, channel: Channel) -> None:
         """The hangup handler: write the call's outcome record. Runs on a dead channel."""

@@ -9,6 +9,7 @@ unreachable the record goes to a local journal file and is replayed when Redis i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 RECORD_KEY = "hotline:outcome:{uniqueid}"
 STREAM_KEY = "hotline:outcomes"
 STREAM_MAXLEN = 100_000
+REMEMBERED_RECORDS = 20_000  # the watchdog asks within a minute or so of a hangup
 RECORD_TTL_SECONDS = 90 * 24 * 3600  # retention: records expire after 90 days
 
 # KEYS[1] record key, KEYS[2] stream; ARGV[1] json, ARGV[2] uniqueid, ARGV[3] ttl, ARGV[4] maxlen
@@ -102,6 +104,15 @@ class OutcomeStore:
         self._timeout = timeout
         self._script = redis.register_script(_SAVE_ONCE)
         self._journal_lock = asyncio.Lock()
+        # Calls whose record this process stored (in Redis or the journal), newest last: exists()
+        # answers for them without asking Redis (the watchdog asks it of every call).
+        self._stored: dict[str, None] = {}
+
+    def _remember(self, uniqueid: str) -> None:
+        self._stored[uniqueid] = None
+        if len(self._stored) > REMEMBERED_RECORDS:
+            for old in list(itertools.islice(self._stored, REMEMBERED_RECORDS // 4)):
+                del self._stored[old]
 
     async def _save_redis(self, record: OutcomeRecord) -> bool:
         async with asyncio.timeout(self._timeout):
@@ -114,12 +125,14 @@ class OutcomeStore:
     async def save(self, record: OutcomeRecord) -> bool:
         """Store the record; True if this call had none yet. Never raises for Redis trouble."""
         try:
-            return await self._save_redis(record)
+            created = await self._save_redis(record)
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("outcome %s journaled locally: Redis unavailable (%s)", record.uniqueid, exc)
             async with self._journal_lock:
                 await asyncio.to_thread(self._append_journal, record.to_json())
-            return True
+            created = True
+        self._remember(record.uniqueid)
+        return created
 
     def _append_journal(self, line: str) -> None:
         self._journal.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +175,10 @@ class OutcomeStore:
             await asyncio.sleep(interval)
 
     async def exists(self, uniqueid: str) -> bool:
+        """Whether the call has a record: one this process stored (a journaled one counts: it goes
+        to Redis with the journal's replay), or one in Redis."""
+        if uniqueid in self._stored:
+            return True
         return bool(await self._redis.exists(RECORD_KEY.format(uniqueid=uniqueid)))
 
     async def get(self, uniqueid: str) -> OutcomeRecord | None:

@@ -9,7 +9,11 @@ SKILL = "HOTLINE_SKILL"
 QUEUE_TIMEOUT = "HOTLINE_QUEUE_TIMEOUT"  # seconds in the queue before overflowing (empty: none)
 OVERFLOW_QUEUE = "HOTLINE_OVERFLOW_QUEUE"  # where to overflow to (empty: the default queue)
 QUEUE_OPTIONS = "HOTLINE_QUEUE_OPTIONS"  # Queue() options ("rc": ring back, continue after the agent)
-SURVEY = "HOTLINE_SURVEY"  # "1": run the survey AGI when the agent hangs up
+SURVEY = "HOTLINE_SURVEY"  # "1": the dialplan asks the survey when the agent hangs up
+SURVEY_PROMPT = "HOTLINE_SURVEY_PROMPT"  # the survey's prompt, in the caller's language
+SURVEY_THANKS = "HOTLINE_SURVEY_THANKS"  # played after a score (empty: nothing)
+SURVEY_ATTEMPTS = "HOTLINE_SURVEY_ATTEMPTS"  # times the question is asked until a 1-5
+SURVEY_TIMEOUT = "HOTLINE_SURVEY_TIMEOUT"  # seconds to wait for the key after the question
 SURVEY_SCORE = "HOTLINE_SURVEY_SCORE"  # the caller's 1-5
 LANGUAGE = "CHANNEL(language)"
 # Waiting in the queue (the dialplan's stint loop, the wait AGI).

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
@@ -131,7 +131,7 @@ class MenuEngine:
         prompts: PromptPaths,
         *,
         is_open: Callable[[], bool] = lambda: True,
-        on_step: Callable[[CallContext], Awaitable[None]] | None = None,
+        on_step: Callable[[CallContext], None] | None = None,
         speech: SpeechService | None = None,
         accounts: AccountBackend | None = None,
         tickets: TicketDesk | None = None,
@@ -582,37 +582,40 @@ class MenuEngine:
             node = self.menu.nodes[node_id]
             call.path.append(node_id)
             # A branch or goto only decides, and the node it leads to is checkpointed at once.
-            if self._on_step is not None and not isinstance(node, (BranchNode, GotoNode)):
-                await self._on_step(call)
-            if isinstance(node, MenuNode):
+            # Dispatched on the exact type (no node class has subclasses): isinstance()
+            # against a pydantic model goes through ABCMeta, a dozen of them per call.
+            kind = type(node)
+            if self._on_step is not None and kind is not BranchNode and kind is not GotoNode:
+                self._on_step(call)  # not awaited: a caller never waits for the bookkeeping
+            if type(node) is MenuNode:
                 node_id = await self._menu(voice, call, node_id, node)
-            elif isinstance(node, PlayNode):
+            elif type(node) is PlayNode:
                 for prompt in node.prompts:
                     await voice.stream_file(self._prompt(prompt, call))
                 node_id = self._require(node.next, node_id)
-            elif isinstance(node, InputNode):
+            elif type(node) is InputNode:
                 node_id = await self._input(voice, call, node_id, node)
-            elif isinstance(node, LanguageNode):
+            elif type(node) is LanguageNode:
                 node_id = await self._language(voice, call, node_id, node)
-            elif isinstance(node, ListenNode):
+            elif type(node) is ListenNode:
                 node_id = await self._listen(voice, call, node_id, node)
-            elif isinstance(node, VerifyNode):
+            elif type(node) is VerifyNode:
                 node_id = await self._verify(voice, call, node_id, node)
-            elif isinstance(node, QueryNode):
+            elif type(node) is QueryNode:
                 node_id = await self._query(voice, call, node_id, node)
-            elif isinstance(node, TicketNode):
+            elif type(node) is TicketNode:
                 node_id = await self._open_ticket(voice, call, node_id, node)
-            elif isinstance(node, TicketStatusNode):
+            elif type(node) is TicketStatusNode:
                 node_id = await self._ticket_status(voice, call, node_id, node)
-            elif isinstance(node, BranchNode):
+            elif type(node) is BranchNode:
                 node_id = next((c.goto for c in node.cases if self._holds(c.when, call)), node.default)
-            elif isinstance(node, GotoNode):
+            elif type(node) is GotoNode:
                 node_id = self._back(call) if node.back else self._require(node.target, node_id)
-            elif isinstance(node, RouteNode):
+            elif type(node) is RouteNode:
                 if node.announce:
                     await voice.stream_file(self._prompt(node.announce, call))
                 return RouteRequest(node.skill)
-            elif isinstance(node, HangupNode):
+            elif type(node) is HangupNode:
                 call.self_served = True
                 if node.prompt:
                     await voice.stream_file(self._prompt(node.prompt, call))

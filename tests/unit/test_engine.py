@@ -170,3 +170,13 @@ async def test_digits_past_max_digits_are_not_taken() -> None:
     ending, ctx, caller = await run("131" + "1234567890" * 4 + "#")
     assert ending == RouteRequest("broadband")
     assert ctx.variables["broadband_account"] == "123456789012" and len(caller.keys) == 29
+
+
+async def test_each_step_is_reported_without_the_caller_waiting_for_it() -> None:
+    steps: list[list[str]] = []
+    caller, ctx = ScriptedCaller("10"), call()
+    ending = await MenuEngine(MENU, PROMPTS, on_step=lambda c: steps.append(list(c.path))).run(caller, ctx)
+    assert isinstance(ending, RouteRequest)
+    assert ctx.path == ["start", "welcome", "main", "agent", "agent_route"]
+    # Each node the caller stops at, with the path up to it; the branches (start, agent) only decide.
+    assert steps == [["start", "welcome"], ["start", "welcome", "main"], ctx.path]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ivr.calls import build_outcome
 from ivr.menu.engine import CallContext
@@ -41,6 +42,17 @@ async def test_outcome_is_journaled_when_redis_is_down_and_replayed_once(redis: 
     assert await store.replay_journal() == 2
     assert not journal.exists()
     assert [r.uniqueid for r in await store.recent(10)] == ["j1"]  # one record despite two lines
+
+
+async def test_a_record_this_process_stored_or_journaled_exists_without_asking_redis(tmp_path: Path) -> None:
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    store = OutcomeStore(down, tmp_path / "journal")
+    assert await store.save(record("j2")) is True  # journaled: Redis is down
+    # The watchdog must not write a second, poorer record for it before the journal's replay.
+    assert await store.exists("j2") is True
+    with pytest.raises((RedisError, OSError)):
+        await store.exists("other")  # anything else is Redis's to answer
+    await down.aclose()
 
 
 async def test_customer_lookup_and_unknown_number(redis: Redis) -> None:
@@ -128,6 +140,47 @@ async def test_a_restarted_controller_finishes_a_call_from_redis_without_sensiti
     assert restored.variables == {"topic": "bill"} and restored.inputs == {"account": "********"}
     assert await redis.exists("hotline:call:u") == 0  # finished calls leave no state behind
     assert await after_restart.take("u") == (None, None)
+
+
+async def test_menu_steps_reach_redis_together_with_the_next_flush_and_the_ivr_end_at_once(redis: Redis) -> None:
+    from ivr.calls import CallStates
+
+    states = CallStates(redis, flush_interval=3600)  # flushed by hand below
+    calls = [ctx(uniqueid=f"u{n}") for n in range(3)]
+    for call in calls:
+        states.add(call)
+        states.step(call)
+    assert await redis.exists(*[f"hotline:call:{c.uniqueid}" for c in calls]) == 0  # nobody waited for Redis
+    calls[0].path = ["start", "main", "billing"]  # moved again before the flush: the newest state goes
+    await states.flush()
+    assert await redis.exists(*[f"hotline:call:{c.uniqueid}" for c in calls]) == 3
+    assert b'"billing"' in ((await redis.get("hotline:call:u0")) or b"")
+
+    states.step(calls[1])
+    await states.end_ivr(calls[1], "routed")  # written at once, with the step before it
+    assert b'"ivr_ended":"routed"' in ((await redis.get("hotline:call:u1")) or b"")
+
+    states.step(calls[2])
+    assert await states.take("u2") == (calls[2], None)
+    await states.flush()  # the finished call's last step is not written after its end
+    assert await redis.exists("hotline:call:u2") == 0
+
+
+async def test_the_app_flushes_call_states_in_the_background(redis: Redis) -> None:
+    from ivr.calls import CallStates
+
+    states = CallStates(redis, flush_interval=0.05)
+    flusher = asyncio.create_task(states.run())
+    call = ctx(uniqueid="bg")
+    states.add(call)
+    states.step(call)
+    for _ in range(40):
+        if await redis.exists("hotline:call:bg"):
+            break
+        await asyncio.sleep(0.05)
+    flusher.cancel()
+    await asyncio.gather(flusher, return_exceptions=True)
+    assert await redis.exists("hotline:call:bg") == 1
 
 
 async def test_checkpoints_pause_after_redis_fails_instead_of_slowing_every_step() -> None:
