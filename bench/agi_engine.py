@@ -5,7 +5,8 @@ the same run.
    peer (keys 1, 2, 3: three menus, then the route). The command lines it sent and the replies it
    got become the script every server runs, so all of them hold the same conversation.
 2. Servers, each a process of its own (bench/agi_servers.py, bench/node/server.js): ``raw`` (the
-   floor: a bare asyncio Protocol sending the lines), ``hotline`` (this engine), ``panoramisk``,
+   floor: a bare asyncio Protocol sending the lines), ``raw-coroutine`` (the floor of a coroutine
+   per call: a task awaiting a future per reply), ``hotline`` (this engine), ``panoramisk``,
    ``pystrix`` and ``ding-dong`` (Node).
 3. Load. Load generator processes (bench/agi_load.py, uvloop) keep N calls in flight (100, 1000,
    5000) until a fixed number of calls is made. Server CPU comes from /proc, before and after;
@@ -116,7 +117,7 @@ def server_command(name: str, port: int, script: Path) -> list[str]:
     if name == "ding-dong":
         return ["node", str(NODE_DIR / "server.js"), str(port), str(script)]
     command = [sys.executable, "-m", "bench.agi_servers", name, str(port), str(script)]
-    return command + (["uvloop"] if name in ("hotline", "hotline-interpreted", "raw", "raw-streams", "panoramisk")
+    return command + (["uvloop"] if name in ("hotline", "hotline-interpreted", "raw", "raw-coroutine", "panoramisk")
                       else [])
 
 
@@ -292,7 +293,7 @@ def node_ready() -> str:
 
 
 SERVERS = tuple(os.environ.get("BENCH_SERVERS",
-                               "raw,raw-streams,hotline,hotline-interpreted,ding-dong,pystrix,panoramisk").split(","))
+                               "raw,raw-coroutine,hotline,hotline-interpreted,ding-dong,pystrix,panoramisk").split(","))
 
 
 def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int = 6000,
@@ -396,7 +397,11 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
         "(the scheduler's counters, /proc/PID/task/*/schedstat) in its median round, each round's "
         "beside it (a round's figure moves by up to 2x with this machine's spells, for every server alike); `× raw` "
         "compares it with the raw asyncio floor at "
-        "the same N. `turn` is the server's turn per command: from a reply to its next command, seen "
+        "the same N. `raw-coroutine` is the floor of the hotline's design: the same Protocol, with each "
+        "call a task that writes each line and awaits a future of its reply, nothing parsed; what the "
+        "hotline costs above it is its own work (the environment and every reply parsed into types, a "
+        "deadline per command, the menu walk). `turn` is the server's turn per command: from a reply "
+        "to its next command, seen "
         "by the generator, each call's first command (with its connect) aside; at saturation it is mostly "
         "queueing. `mem/call`: RSS growth per call held "
         "mid-menu.\n",

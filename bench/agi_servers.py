@@ -7,8 +7,9 @@
   builds it (ivr/native.py). ``hotline-interpreted``: the same, run as plain Python.
 - ``raw``: the floor. A minimal asyncio Protocol that sends the script's command lines in order
   and waits for each reply line; no parsing, no timeouts, no safety.
-- ``raw-streams``: the same with a coroutine per call over asyncio's streams, the floor of any
-  engine built that way (the hotline's and panoramisk's are).
+- ``raw-coroutine``: the floor of the hotline's design. The same Protocol, but each call is a
+  coroutine in a task of its own that writes each line and awaits a future of its reply, as the
+  hotline's Channel does over its AgiConnection; nothing is parsed, no deadline is kept.
 - ``panoramisk``: panoramisk's fast_agi Application, sending the same lines.
 - ``pystrix``: pystrix's threaded FastAGIServer, sending the same lines.
 (ding-dong, the Node peer, is bench/node/server.js.)
@@ -26,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 MENU = Path(__file__).resolve().parent / "menus" / "three-level.yaml"
@@ -131,29 +133,50 @@ class RawSession(asyncio.Protocol):
         self._next += 1
 
 
-async def serve_raw(port: int, lines: list[bytes]) -> None:
+async def serve_raw(port: int, lines: list[bytes],
+                    session: Callable[[list[bytes]], asyncio.Protocol] = RawSession) -> None:
     loop = asyncio.get_running_loop()
-    await loop.create_server(lambda: RawSession(lines), "127.0.0.1", port, backlog=4096)
+    await loop.create_server(lambda: session(lines), "127.0.0.1", port, backlog=4096)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 
-async def serve_raw_streams(port: int, lines: list[bytes]) -> None:
-    """The floor for a coroutine per call: asyncio's streams, each line written and its reply
-    line awaited, nothing parsed. What any engine with a coroutine per call pays before its own work."""
+class CoroutineSession(asyncio.Protocol):
+    """The floor of a coroutine per call: a task walks the script, awaiting a future per reply."""
 
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (await reader.readline()) not in (b"\n", b""):  # the environment, to its blank line
-            pass
-        for line in lines:
-            writer.write(line)
-            if not await reader.readline():
-                break
-        writer.close()
+    def __init__(self, lines: list[bytes]) -> None:
+        self._lines = lines
+        self._loop = asyncio.get_running_loop()
+        self._buffer = b""
+        self._in_env = True
+        self._reply: asyncio.Future[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
 
-    await asyncio.start_server(session, "127.0.0.1", port, backlog=4096)
-    print("ready", flush=True)
-    await asyncio.Event().wait()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_env:
+            self._buffer += data
+            if self._buffer.find(b"\n\n") < 0:
+                return
+            self._in_env = False
+            self._buffer = b""
+            self._loop.create_task(self._walk())
+            return
+        self._buffer += data
+        if self._buffer.endswith(b"\n") and self._reply is not None:
+            reply, self._reply = self._reply, None
+            reply.set_result(self._buffer)
+            self._buffer = b""
+
+    async def _walk(self) -> None:
+        assert self._transport is not None
+        for line in self._lines:
+            self._reply = self._loop.create_future()
+            self._transport.write(line)
+            await self._reply
+        self._transport.close()
 
 
 async def serve_panoramisk(port: int, lines: list[bytes]) -> None:
@@ -202,8 +225,8 @@ def main() -> None:
         asyncio.run(serve_hotline(port))
     elif name == "raw":
         asyncio.run(serve_raw(port, lines))
-    elif name == "raw-streams":
-        asyncio.run(serve_raw_streams(port, lines))
+    elif name == "raw-coroutine":
+        asyncio.run(serve_raw(port, lines, CoroutineSession))
     elif name == "panoramisk":
         asyncio.run(serve_panoramisk(port, lines))
     else:
