@@ -320,7 +320,7 @@ class Hotline:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.states is not None:
-            await self.states.flush()  # the last steps of calls still in progress, for the next controller
+            await self.states.flush(force=True)  # the last steps of calls still in progress, for the next controller
         if self.ager is not None:
             await self.ager.release()
         if self.speech is not None:

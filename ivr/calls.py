@@ -47,7 +47,8 @@ class CallStates:
     that moved meanwhile (one SET each had cost about 1 ms of controller CPU, docs/benchmarks.md).
     A controller killed outright loses at most that interval of steps. The end of the IVR part
     (:meth:`end_ivr`) is written at once: a restarted controller needs it to classify the call.
-    Writes go one pipeline at a time, in order, so an older state never lands over a newer one.
+    Writes go one pipeline at a time, in order, so an older state never lands over a newer one,
+    and only calls still in progress are written, so a finished call's key does not come back.
     """
 
     def __init__(self, redis: Redis, *, timeout: float = 0.2, pause_after_failure: float = 5.0,
@@ -61,6 +62,8 @@ class CallStates:
         self._ivr_ended: dict[str, str] = {}  # uniqueid -> how the IVR part ended
         self._dirty: dict[str, CallContext] = {}  # moved since their last write
         self._writing = asyncio.Lock()  # one write at a time: they land in the order they were made
+        self._idle = asyncio.Event()  # no write in flight (take() waits for one before deleting)
+        self._idle.set()
         self._last_sweep = 0.0
 
     def add(self, call: CallContext) -> None:
@@ -83,7 +86,8 @@ class CallStates:
 
     def step(self, call: CallContext) -> None:
         """The call moved on in the menu: its state goes to Redis with the next flush."""
-        self._dirty[call.uniqueid] = call
+        if call.uniqueid in self._live:
+            self._dirty[call.uniqueid] = call
 
     async def end_ivr(self, call: CallContext, how: str) -> None:
         """The IVR part is over (``routed``, ``self_served``, ``caller_hangup``): remember and mirror it."""
@@ -92,14 +96,17 @@ class CallStates:
 
     async def checkpoint(self, call: CallContext) -> None:
         """Write the call's state now (with whatever else is waiting for the next flush)."""
-        self._dirty[call.uniqueid] = call
+        self.step(call)
         await self.flush()
 
     async def run(self) -> None:
         """Background task (owned by the app): writes the calls that moved, every flush_interval."""
         while True:
             await asyncio.sleep(self._flush_interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("call states not written; trying again")
 
     def _state(self, call: CallContext) -> bytes:
         # A flat copy: the fields are strings, numbers and flat lists and dicts of strings, which
@@ -109,27 +116,42 @@ class CallStates:
         state["ivr_ended"] = self._ivr_ended.get(call.uniqueid)
         return orjson.dumps(state)
 
-    async def flush(self) -> None:
-        """Write every call that moved since its last write, in one pipeline. While Redis is
-        failing (a pause after each failure) they wait in memory, and the newest state goes later."""
-        if not self._dirty or time.monotonic() < self._paused_until:
+    async def flush(self, *, force: bool = False) -> None:
+        """Write every call in progress that moved since its last write, in one pipeline. While
+        Redis is failing (a pause after each failure) they wait in memory and their newest state
+        goes later; ``force`` (the app's stop) tries once regardless."""
+        if not self._dirty or (time.monotonic() < self._paused_until and not force):
             return
         async with self._writing:
-            calls, self._dirty = self._dirty, {}
+            if time.monotonic() < self._paused_until and not force:
+                return  # the write before this one failed
+            calls = {u: c for u, c in self._dirty.items() if u in self._live}
+            self._dirty = {}
             if not calls:  # the write before this one took them
                 return
             pipe = self._redis.pipeline(transaction=False)
             for uniqueid, call in calls.items():
                 pipe.set(CALL_STATE_KEY.format(uniqueid=uniqueid), self._state(call), ex=CALL_STATE_TTL)
+            self._idle.clear()
             try:
-                async with asyncio.timeout(self._timeout):
+                # A millisecond more per state: a burst's pipeline is not a failing Redis.
+                async with asyncio.timeout(self._timeout + 0.001 * len(calls)):
                     await pipe.execute()
             except (TimeoutError, RedisError, OSError):
                 # Memory still has them; only a controller restart would miss them.
                 self._paused_until = time.monotonic() + self._pause
-                for uniqueid, call in calls.items():
-                    if uniqueid in self._live:
-                        self._dirty.setdefault(uniqueid, call)
+                self._keep(calls)
+            except BaseException:  # cancelled (the app stopping): its final flush writes them
+                self._keep(calls)
+                raise
+            finally:
+                self._idle.set()
+
+    def _keep(self, calls: dict[str, CallContext]) -> None:
+        """Unwritten states back in line (unless the call moved again meanwhile: that one is newer)."""
+        for uniqueid, call in calls.items():
+            if uniqueid in self._live:
+                self._dirty.setdefault(uniqueid, call)
 
     async def take(self, uniqueid: str) -> tuple[CallContext | None, str | None]:
         """Remove and return a call's context and how its IVR part ended (from Redis if another
@@ -140,8 +162,10 @@ class CallStates:
         key = CALL_STATE_KEY.format(uniqueid=uniqueid)
         raw = None
         try:
-            # After a write in flight, which may hold this call: the key must not come back.
-            async with self._writing, asyncio.timeout(self._timeout * 5):
+            async with asyncio.timeout(self._timeout * 5):
+                # A write in flight may hold this call's state: it must land before the delete.
+                # (No later write takes it: it is no longer in progress.)
+                await self._idle.wait()
                 raw = await self._redis.getdel(key) if call is None else await self._redis.delete(key)
         except (TimeoutError, RedisError, OSError):
             pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import functools
+import hashlib
 import itertools
 import logging
 import re
@@ -69,10 +70,17 @@ class HangupReason(StrEnum):
     CONNECTION_CLOSED = "connection_closed"
 
 
-# The sync nonce: a secret of this process and a counter. A caller cannot guess it (they never see
-# it), which is all it needs; a fresh random one per call cost a getrandom system call each.
-_NONCE_PREFIX = "hotline-sync-" + secrets.token_hex(8) + "-"
+# The sync nonce: a counter under a keyed hash with a secret of this process, so one nonce seen
+# (Asterisk's AGI debug log shows them) tells nothing of the next. A fresh random one per call
+# cost a getrandom system call each.
+_NONCE_KEY = secrets.token_bytes(16)
 _NONCE_COUNTER = itertools.count()
+
+
+def _sync_nonce() -> str:
+    counter = next(_NONCE_COUNTER).to_bytes(8, "little")
+    return "hotline-sync-" + hashlib.blake2b(counter, key=_NONCE_KEY, digest_size=8).hexdigest()
+
 
 CAPTURE_VARIABLE = "HOTLINE_MIXMON"  # the running barge-in capture's MixMonitor id (extensions.conf stops it)
 
@@ -299,7 +307,7 @@ class Channel:
         be read as replies. Asterisk sent all of them before it read any command from us, so we
         ask it to echo a random nonce and drop everything that arrives before the echo.
         """
-        nonce = _NONCE_PREFIX + str(next(_NONCE_COUNTER))
+        nonce = _sync_nonce()
         discarded = 0
         self._busy = True
         try:

@@ -15,7 +15,7 @@ from ivr.agi.connection import StreamLines
 from ivr.agi.protocol import encode_command, parse_environment
 from ivr.agi.server import FastAgiServer
 
-SYNC = re.compile(rb'^GET FULL VARIABLE "(hotline-sync-[0-9a-f]+-[0-9]+)"\n$')
+SYNC = re.compile(rb'^GET FULL VARIABLE "(hotline-sync-[0-9a-f]+)"\n$')
 
 
 async def answer_sync(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, before: bytes = b"") -> None:

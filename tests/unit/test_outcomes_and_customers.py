@@ -183,14 +183,53 @@ async def test_the_app_flushes_call_states_in_the_background(redis: Redis) -> No
     assert await redis.exists("hotline:call:bg") == 1
 
 
+async def test_a_call_that_ends_while_its_state_is_being_written_leaves_no_key(redis: Redis) -> None:
+    from ivr.calls import CallStates
+
+    states = CallStates(redis, timeout=1.0, flush_interval=3600)
+    call = ctx(uniqueid="racing")
+    states.add(call)
+    states.step(call)
+    await redis.execute_command("CLIENT", "PAUSE", "150", "WRITE")  # Redis holds the write a moment
+    flushing = asyncio.create_task(states.flush())
+    await asyncio.sleep(0.03)  # the pipeline is in flight
+    assert await states.take("racing") == (call, None)  # the call ends: after that write, not before
+    await flushing
+    assert await redis.exists("hotline:call:racing") == 0
+
+
+async def test_states_wait_in_memory_while_redis_is_down_and_go_once_it_is_back(tmp_path: Path) -> None:
+    from ivr.calls import CallStates
+    from ivr.services import LocalRedis
+
+    port = free_port()
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
+    states = CallStates(client, timeout=0.2, pause_after_failure=0.1, flush_interval=3600)
+    call = ctx(uniqueid="later")
+    states.add(call)
+    states.step(call)
+    await states.flush()  # refused: kept, and writes pause a moment
+    server = LocalRedis(port, tmp_path / "redis")
+    await server.start()
+    try:
+        await asyncio.sleep(0.15)
+        await states.flush()  # no new step since: the kept state goes now
+        assert await client.exists("hotline:call:later") == 1
+    finally:
+        await client.aclose()
+        await server.stop()
+
+
 async def test_checkpoints_pause_after_redis_fails_instead_of_slowing_every_step() -> None:
     from ivr.calls import CallStates
 
     down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     states = CallStates(down, timeout=0.2)
+    call = ctx()
+    states.add(call)
     started = time.monotonic()
     for _ in range(20):
-        await states.checkpoint(ctx())
+        await states.checkpoint(call)
     assert time.monotonic() - started < 1.0
     await down.aclose()
 
