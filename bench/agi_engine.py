@@ -113,6 +113,15 @@ class Run:
         return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def paired_ratio(ours: Run, other: Run) -> float:
+    """Our CPU per call over the other server's, round by round, and the median of those. The
+    servers take turns within each round, so the spell of this machine that moves a round's
+    figures by up to 2x falls on both halves of a pair; the ratio of the two medians would compare
+    one server's good spell with another's bad one."""
+    ratios = [a / b for a, b in zip(ours.round_cpu_ms, other.round_cpu_ms, strict=False) if b > 0]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def server_command(name: str, port: int, script: Path) -> list[str]:
     if name == "ding-dong":
         return ["node", str(NODE_DIR / "server.js"), str(port), str(script)]
@@ -397,7 +406,9 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
         "(the scheduler's counters, /proc/PID/task/*/schedstat) in its median round, each round's "
         "beside it (a round's figure moves by up to 2x with this machine's spells, for every server alike); `× raw` "
         "compares it with the raw asyncio floor at "
-        "the same N. `raw-coroutine` is the floor of the hotline's design: the same Protocol, with each "
+        "the same N, round by round (the median of each round's ratio: the servers take turns within a round, so "
+        "its spell falls on both; the targets compare with the peers the same way). `raw-coroutine` is the floor "
+        "of the hotline's design: the same Protocol, with each "
         "call a task that writes each line and awaits a future of its reply, nothing parsed; what the "
         "hotline costs above it is its own work (the environment and every reply parsed into types, a "
         "deadline per command, the menu walk). `turn` is the server's turn per command: from a reply "
@@ -414,14 +425,15 @@ def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, s
     ]
     for concurrency in sorted({r.concurrency for r in runs}):
         group = [r for r in runs if r.concurrency == concurrency]
-        floor = next((r.cpu_per_call_ms for r in group if r.server == "raw"), float("nan"))
+        floor = next((r for r in group if r.server == "raw"), None)
         for r in group:
             memory = f"{r.memory_per_call / 1024:.1f}" if r.memory_per_call is not None else "—"
             gen = 1000 * r.generator_cpu / r.calls if r.calls else float("nan")
             each_round = " / ".join(f"{ms:.3f}" for ms in r.round_cpu_ms)
             out.append(
                 f"| {concurrency} | {r.server} | {r.calls / r.seconds:.0f} | {r.cpu_per_call_ms:.3f} | {each_round} | "
-                f"{r.cpu_per_call_ms / floor:.2f} | {r.turn(0.5):.2f} | {r.turn(0.99):.2f} | {memory} | {gen:.3f} | "
+                f"{paired_ratio(r, floor) if floor is not None else float('nan'):.2f} | {r.turn(0.5):.2f} | "
+                f"{r.turn(0.99):.2f} | {memory} | {gen:.3f} | "
                 f"{r.errors}{' ' + r.note if r.note else ''} |")
     pauses = [f"{r.full_collection_ms:.0f} ms with {r.concurrency}" for r in runs
               if r.server == "hotline" and r.full_collection_ms is not None]
