@@ -44,11 +44,13 @@ class CallStates:
     A menu step only marks its call (:meth:`step`); :meth:`run`, a background task the app owns,
     writes every marked call's newest state in one pipeline every ``flush_interval``. A caller
     never waits for Redis between two prompts, and Redis takes one round trip for all the calls
-    that moved meanwhile (one SET each had cost about 1 ms of controller CPU, docs/benchmarks.md).
-    A controller killed outright loses at most that interval of steps. The end of the IVR part
-    (:meth:`end_ivr`) is written at once: a restarted controller needs it to classify the call.
-    Writes go one pipeline at a time, in order, so an older state never lands over a newer one,
-    and only calls still in progress are written, so a finished call's key does not come back.
+    that moved meanwhile (profiled under the real-Asterisk bench, a SET per step through redis-py
+    was about a tenth of the controller's CPU). A controller killed outright loses at most that
+    interval of steps. The end of the IVR part (:meth:`end_ivr`) is written at once: a restarted
+    controller needs it to classify the call. Writes go one pipeline at a time, in order, so an
+    older state never lands over a newer one, and only calls still in progress are written, so a
+    finished call's key does not come back. (A write that timed out may still reach Redis later,
+    as an inline one could before; such a key expires with CALL_STATE_TTL.)
     """
 
     def __init__(self, redis: Redis, *, timeout: float = 0.2, pause_after_failure: float = 5.0,

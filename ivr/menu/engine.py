@@ -586,7 +586,7 @@ class MenuEngine:
             # against a pydantic model goes through ABCMeta, a dozen of them per call.
             kind = type(node)
             if self._on_step is not None and kind is not BranchNode and kind is not GotoNode:
-                self._on_step(call)  # not awaited: a caller never waits for the bookkeeping
+                self._on_step(call)  # a plain call: the bookkeeping never makes the caller wait
             if type(node) is MenuNode:
                 node_id = await self._menu(voice, call, node_id, node)
             elif type(node) is PlayNode:
