@@ -170,6 +170,10 @@ class CoroutineSession(asyncio.Protocol):
             reply.set_result(self._buffer)
             self._buffer = b""
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.cancel()  # the peer left mid-script: the call's task ends with it
+
     async def _walk(self) -> None:
         assert self._transport is not None
         for line in self._lines:
