@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Final
 
 from ivr.agi.connection import Lines
 from ivr.agi.protocol import (
@@ -26,12 +27,12 @@ from ivr.agi.protocol import (
     AgiProtocolError,
     LineKind,
     Reply,
-    ReplyCode,
     classify_line,
-    encode_command,
+    command_line,
     encode_unique_command,
     is_usage_end,
     parse_reply,
+    reply_of_line,
 )
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,27 @@ def mset_argument(texts: Mapping[str, str]) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)  # a route's variables are the same text call after call
 def _plain_pairs(pairs: str) -> bool:
     return _MSET_PAIRS.match(pairs) is not None
+
+
+# The MSet lines of variable sets seen before (b"": not plain, one SET VARIABLE each): a route's
+# variables are the same call after call, and building and checking the line was a seventh of
+# the engine's work per call. Keyed by the pairs themselves, order included.
+_MSET_LINES: dict[tuple[tuple[str, str | int], ...], bytes] = {}
+MAX_MSET_LINES = 1024
+
+
+def _mset_line(values: Mapping[str, str | int]) -> bytes | None:
+    key = tuple(values.items())
+    line = _MSET_LINES.get(key)
+    if line is None:
+        pairs = mset_argument({name: value if isinstance(value, str) else str(value) for name, value in key})
+        line = b"" if pairs is None else encode_unique_command("EXEC", "MSet", pairs)
+        if len(_MSET_LINES) >= MAX_MSET_LINES:
+            _MSET_LINES.clear()
+        _MSET_LINES[key] = line
+    return line or None
 
 
 class HangupReason(StrEnum):
@@ -125,8 +144,15 @@ class ChannelState(Enum):
 
 # Module constants for the per-command path: an enum member lookup costs more than the rest of a check.
 _LIVE, _HUNG_UP, _CLOSED = ChannelState.LIVE, ChannelState.HUNG_UP, ChannelState.CLOSED
-_SUCCESS, _INVALID_COMMAND, _DEAD_CHANNEL, _USAGE = (
-    ReplyCode.SUCCESS, ReplyCode.INVALID_COMMAND, ReplyCode.DEAD_CHANNEL, ReplyCode.USAGE)
+# Reply codes as plain numbers (ReplyCode's values), compared natively.
+_SUCCESS: Final = 200
+_INVALID_COMMAND: Final = 510
+_DEAD_CHANNEL: Final = 511
+_USAGE: Final = 520
+# Commands without arguments, built once.
+_ANSWER = command_line("ANSWER")
+_CHANNEL_STATUS = command_line("CHANNEL STATUS")
+_HANGUP = command_line("HANGUP")
 
 
 @dataclass(frozen=True)
@@ -224,38 +250,36 @@ class Channel:
                 return Reply(_USAGE, "", None, {}, "\n".join(lines))
             return parse_reply(line, data_is_rest=data_is_rest)
 
-    async def _execute(
-        self,
-        verb: str,
-        *arguments: str | int,
-        extra_time: float = 0.0,
-        data_is_rest: bool = False,
-        dead_ok: bool = False,
-        caller_data: bool = False,
-    ) -> Reply:
-        """Send one command and read its one reply within the command's deadline. With
-        ``caller_data`` (a caller's digits, a variable's value) the line is built for this once:
-        it would seldom recur, and a caller's data is not kept in the cache of command lines."""
-        if self.state is _CLOSED:
-            raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
-        if self.state is _HUNG_UP and not dead_ok:
-            raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
-        line = encode_unique_command(verb, *arguments) if caller_data else encode_command(verb, *arguments)
+    async def _execute(self, line: bytes, *, extra_time: float = 0.0, data_is_rest: bool = False,
+                       dead_ok: bool = False, live: bool = False) -> Reply:
+        """Send one command line and read its one reply within the command's deadline.
+
+        ``live``: a command whose ``result=-1`` means the caller hung up, or that it failed (see
+        _hung_up_or_failed). Callers build the line: command_line() for one that recurs,
+        encode_unique_command() for one carrying a caller's data (digits, a variable's value),
+        which would seldom recur and is not kept in the cache of command lines."""
+        if self.state is not _LIVE:
+            if self.state is _CLOSED:
+                raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
+            if not dead_ok:
+                raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
         if self._busy:
             raise RuntimeError("a channel carries one command at a time; the call flow is sequential")
         self._busy = True
+        timeout = self._command_timeout + extra_time
         try:
-            self._deadline = self._loop.time() + self._command_timeout + extra_time
+            self._deadline = self._loop.time() + timeout
             # No drain: one short command at a time, each awaiting its reply, cannot fill a buffer.
             self._lines.write(line)
-            first = await self._lines.readline(self._command_timeout + extra_time)
-            if first.startswith(b"200 ") and first.endswith(b"\n"):  # by far the most common reply: parse it here
-                reply = parse_reply(first.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
+            first = await self._lines.readline(timeout)
+            if first.startswith(b"200 ") and first.endswith(b"\n"):  # by far the most common reply
+                reply = reply_of_line(first, data_is_rest=data_is_rest)
             else:
                 reply = await self._read_reply(data_is_rest, first)
         except TimeoutError:
             self.close()
-            raise AgiTimeout(f"no reply to {verb} within {self._command_timeout + extra_time:.1f}s") from None
+            verb = line.split(b" \"", 1)[0].decode("utf-8", errors="replace").strip()
+            raise AgiTimeout(f"no reply to {verb} within {timeout:.1f}s") from None
         except (ConnectionError, OSError):
             raise self._mark_closed() from None
         except (AgiProtocolError, asyncio.CancelledError):
@@ -265,34 +289,33 @@ class Channel:
             raise
         finally:
             self._busy = False
-        if reply.code == _DEAD_CHANNEL:
-            raise self._mark_hung_up(HangupReason.DEAD_CHANNEL)
-        if reply.code == _INVALID_COMMAND or reply.code == _USAGE:
-            raise AgiCommandError(reply)
-        if reply.code != _SUCCESS:
+        code = reply.code
+        if code != _SUCCESS:
+            if code == _DEAD_CHANNEL:
+                raise self._mark_hung_up(HangupReason.DEAD_CHANNEL)
+            if code == _INVALID_COMMAND or code == _USAGE:
+                raise AgiCommandError(reply)
             raise AgiProtocolError(f"unexpected reply code: {reply.text!r}")
         if self.state is _HUNG_UP and not dead_ok:
             raise ChannelHangup(self.hangup_reason or HangupReason.HANGUP_LINE)
+        if live and reply.result_int == -1:
+            await self._hung_up_or_failed(reply)
         return reply
 
-    async def _execute_live(self, verb: str, *arguments: str | int, extra_time: float = 0.0,
-                            caller_data: bool = False) -> Reply:
-        """A command whose ``result=-1`` means the caller hung up, or that it failed.
+    async def _hung_up_or_failed(self, reply: Reply) -> None:
+        """A live command answered ``result=-1``: raise ChannelHangup or AgiCommandFailed.
 
         Asterisk answers ``result=-1`` both when the caller hangs up and when, say, a sound file
         is missing. With AGISIGHUP=no nothing else tells them apart, so ask: CHANNEL STATUS is
         refused with 511 on a dead channel.
         """
-        reply = await self._execute(verb, *arguments, extra_time=extra_time, caller_data=caller_data)
-        if reply.result_int == -1:
-            try:
-                status = await self._execute("CHANNEL STATUS")
-            except ChannelHangup:
-                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE) from None
-            if status.result_int is None or status.result_int < 0:
-                raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
-            raise AgiCommandFailed(reply)
-        return reply
+        try:
+            status = await self._execute(_CHANNEL_STATUS)
+        except ChannelHangup:
+            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE) from None
+        if status.result_int is None or status.result_int < 0:
+            raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE)
+        raise AgiCommandFailed(reply)
 
     def close(self) -> None:
         if self.state is not _CLOSED:
@@ -341,7 +364,7 @@ class Channel:
     # -- the typed API --------------------------------------------------------------------
 
     async def answer(self) -> None:
-        await self._execute_live("ANSWER")
+        await self._execute(_ANSWER, live=True)
 
     async def stream_file(self, path: str, escape_digits: str = "", *, max_seconds: float = 120.0) -> str | None:
         """Play a sound file; return the escape digit that interrupted it, if any.
@@ -349,9 +372,8 @@ class Channel:
         A file Asterisk cannot play is logged and skipped: a missing prompt must not end a call.
         """
         try:
-            reply = await self._execute_live(
-                "STREAM FILE", path, _check_escape_digits(escape_digits), extra_time=max_seconds
-            )
+            reply = await self._execute(command_line("STREAM FILE", (path, _check_escape_digits(escape_digits))),
+                                        extra_time=max_seconds, live=True)
         except AgiCommandFailed:
             log.error("call %s: Asterisk could not play %r", self.env.uniqueid, path)
             return None
@@ -361,35 +383,34 @@ class Channel:
         self, path: str, timeout_ms: int, max_digits: int, *, max_seconds: float = 120.0
     ) -> DigitsResult:
         """Play a prompt and collect up to ``max_digits`` digits (``#`` ends entry)."""
-        reply = await self._execute_live(
-            "GET DATA", path, timeout_ms, max_digits, extra_time=max_seconds + timeout_ms * max(1, max_digits) / 1000
-        )
+        reply = await self._execute(command_line("GET DATA", (path, timeout_ms, max_digits)),
+                                    extra_time=max_seconds + timeout_ms * max(1, max_digits) / 1000, live=True)
         digits = "".join(ch for ch in reply.result if ch in DTMF_DIGITS)
         return DigitsResult(digits, timed_out=reply.data == "timeout")
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
-        reply = await self._execute_live("WAIT FOR DIGIT", timeout_ms, extra_time=max(timeout_ms, 0) / 1000)
+        reply = await self._execute(command_line("WAIT FOR DIGIT", (timeout_ms,)),
+                                    extra_time=max(timeout_ms, 0) / 1000, live=True)
         return _digit_from_result(reply)
 
     async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
         if not (digits.isascii() and digits.isdigit()):
             raise ValueError("SAY DIGITS takes decimal digits only")
-        reply = await self._execute_live(
-            "SAY DIGITS", digits, _check_escape_digits(escape_digits), extra_time=len(digits) * 2.0, caller_data=True
-        )
+        reply = await self._execute(encode_unique_command("SAY DIGITS", digits, _check_escape_digits(escape_digits)),
+                                    extra_time=len(digits) * 2.0, live=True)
         return _digit_from_result(reply)
 
     async def say_number(self, number: int, escape_digits: str = "") -> str | None:
-        reply = await self._execute_live(
-            "SAY NUMBER", int(number), _check_escape_digits(escape_digits), extra_time=20.0, caller_data=True
-        )
+        reply = await self._execute(
+            encode_unique_command("SAY NUMBER", int(number), _check_escape_digits(escape_digits)),
+            extra_time=20.0, live=True)
         return _digit_from_result(reply)
 
     async def say_date(self, epoch_seconds: int, escape_digits: str = "") -> str | None:
         """A date in the channel's language (Asterisk's SAY DATE: weekday, month, day)."""
-        reply = await self._execute_live(
-            "SAY DATE", int(epoch_seconds), _check_escape_digits(escape_digits), extra_time=20.0, caller_data=True
-        )
+        reply = await self._execute(
+            encode_unique_command("SAY DATE", int(epoch_seconds), _check_escape_digits(escape_digits)),
+            extra_time=20.0, live=True)
         return _digit_from_result(reply)
 
     async def record_file(
@@ -410,7 +431,7 @@ class Channel:
             arguments.append("beep")
         if silence_seconds:
             arguments.append(f"s={int(silence_seconds)}")
-        reply = await self._execute("RECORD FILE", *arguments, extra_time=timeout_ms / 1000 + 5, caller_data=True)
+        reply = await self._execute(encode_unique_command("RECORD FILE", *arguments), extra_time=timeout_ms / 1000 + 5)
         ended = (reply.data or "").strip()
         end_position = int(reply.fields.get("endpos", "0") or 0)
         if ended == "dtmf":
@@ -421,7 +442,7 @@ class Channel:
             return RecordResult("writefile", None, end_position)
         if ended in ("hangup", "waitfor") or reply.result_int == -1:
             try:
-                status = await self._execute("CHANNEL STATUS")
+                status = await self._execute(_CHANNEL_STATUS)
             except ChannelHangup:
                 raise self._mark_hung_up(HangupReason.RESULT_MINUS_ONE) from None
             if status.result_int is None or status.result_int < 0 or ended == "hangup":
@@ -431,7 +452,7 @@ class Channel:
 
     async def get_variable(self, name: str) -> str | None:
         """A channel variable or function value; ``None`` when unset. Works on a dead channel."""
-        reply = await self._execute("GET VARIABLE", name, data_is_rest=True, dead_ok=True)
+        reply = await self._execute(command_line("GET VARIABLE", (name,)), data_is_rest=True, dead_ok=True)
         if reply.result != "1":
             return None
         return reply.data or ""
@@ -447,7 +468,7 @@ class Channel:
             if not _VARIABLE_NAME.match(name):
                 raise ValueError(f"not a plain variable name: {name!r}")
         expression = ",".join(f"${{CSV_QUOTE(${{{name}}})}}" for name in names)
-        reply = await self._execute("GET FULL VARIABLE", expression, data_is_rest=True, dead_ok=True)
+        reply = await self._execute(command_line("GET FULL VARIABLE", (expression,)), data_is_rest=True, dead_ok=True)
         rows = list(csv.reader([reply.data or ""])) if reply.result == "1" else []
         if len(rows) != 1 or len(rows[0]) != len(names):
             raise AgiProtocolError(f"{len(names)} values asked, reply {reply.text!r}")
@@ -455,25 +476,24 @@ class Channel:
 
     async def set_variable(self, name: str, value: str | int) -> None:
         """Set a channel variable. Works on a dead channel (useful for the dialplan's fallback)."""
-        await self._execute("SET VARIABLE", name, str(value), dead_ok=True, caller_data=True)
+        await self._execute(encode_unique_command("SET VARIABLE", name, str(value)), dead_ok=True)
 
     async def set_variables(self, values: Mapping[str, str | int]) -> None:
         """Set several channel variables, in this order: one round trip (Asterisk's MSet) instead
         of one each when every name and value is plain, else one SET VARIABLE each. On a dead
-        channel (EXEC is refused there) also one each."""
-        texts = {name: value if isinstance(value, str) else str(value) for name, value in values.items()}
-        pairs = mset_argument(texts) if len(texts) > 1 else None
-        if pairs is not None:
+        channel (EXEC is refused there) also one each. Values are text or whole numbers."""
+        line = _mset_line(values) if len(values) > 1 else None
+        if line is not None:
             if self.state is not _HUNG_UP:
                 try:
-                    reply = await self._execute("EXEC", "MSet", pairs)
+                    reply = await self._execute(line)
                     if reply.result == "0":
                         return
                 except (ChannelHangup, AgiCommandError):  # hung up as it was sent (511), or refused
                     if self.state is _CLOSED:
                         raise
-        for name, text in texts.items():
-            await self.set_variable(name, text)
+        for name, value in values.items():
+            await self.set_variable(name, value)
 
     async def exec(self, application: str, *arguments: str, max_seconds: float = 60.0,
                    caller_data: bool = False) -> int:
@@ -482,7 +502,9 @@ class Channel:
         joined = ",".join(
             a.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace('"', '\\"') for a in arguments
         )
-        reply = await self._execute_live("EXEC", application, joined, extra_time=max_seconds, caller_data=caller_data)
+        arguments = (application, joined)
+        line = encode_unique_command("EXEC", *arguments) if caller_data else command_line("EXEC", arguments)
+        reply = await self._execute(line, extra_time=max_seconds, live=True)
         code = reply.result_int
         if code == -2:
             raise AgiCommandError(reply)
@@ -518,14 +540,14 @@ class Channel:
                 pass
 
     async def verbose(self, message: str, level: int = 3) -> None:
-        await self._execute("VERBOSE", message, level, dead_ok=True)
+        await self._execute(encode_unique_command("VERBOSE", message, level), dead_ok=True)
 
     async def hangup(self) -> None:
         """Hang up the caller. Hanging up an already-gone caller is not an error."""
         if self.state is not _LIVE:
             return
         try:
-            await self._execute("HANGUP")
+            await self._execute(_HANGUP)
         except ChannelHangup:
             pass
         self._mark_hung_up(HangupReason.HANGUP_LINE)

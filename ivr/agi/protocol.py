@@ -17,10 +17,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 # Asterisk reads a command into an 8192-byte buffer; a longer line spills into a second command.
@@ -44,14 +42,34 @@ class ReplyCode(int, Enum):
     USAGE = 520
 
 
-@dataclass(frozen=True)
 class AgiEnvironment:
-    """The ``agi_*`` variables Asterisk sends when a call is handed to us."""
+    """The ``agi_*`` variables Asterisk sends when a call is handed to us.
 
-    variables: dict[str, str]
+    Read as they are asked for: a call asks for a handful of the 25 or so, and splitting every
+    line of every call into a dictionary was an eighth of the engine's work per call. A variable
+    is found by its line in the block (the first such line or the last: see
+    _WRITTEN_BEFORE_CALLER_DATA) and kept once found; :attr:`variables` reads them all."""
+
+    def __init__(self, text: str) -> None:
+        self._text = "\n" + text  # every line, the first too, starts after a "\n"
+        self._found: dict[str, str] = {}
+        self._all: dict[str, str] | None = None
 
     def get(self, name: str, default: str = "") -> str:
-        return self.variables.get(name, default)
+        value = self._found.get(name)
+        if value is None:
+            value = _find_variable(self._text, name)
+            if value is None:
+                return default
+            self._found[name] = value
+        return value
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """Every variable of the block."""
+        if self._all is None:
+            self._all = _all_variables(self._text)
+        return self._all
 
     @property
     def uniqueid(self) -> str:
@@ -115,11 +133,35 @@ _WRITTEN_BEFORE_CALLER_DATA = frozenset(
 
 
 def parse_environment(raw: bytes) -> AgiEnvironment:
-    """Parse an environment block: ``agi_name: value`` lines, the name up to the first colon and
-    one space after it dropped. Other lines (a continuation of a raw caller name, a blank line
-    from a hostile one) are skipped. Split with compiled string methods rather than a regular
-    expression: this runs for every call."""
-    text = raw.decode("utf-8", errors="replace")
+    """An environment block: ``agi_name: value`` lines, the name up to the first colon and one
+    space after it dropped. Other lines (a continuation of a raw caller name, a blank line from a
+    hostile one) are not variables."""
+    return AgiEnvironment(raw.decode("utf-8", errors="replace"))
+
+
+def _value_of(line_rest: str) -> str:
+    """A variable's value from what follows the colon of its line."""
+    value = line_rest[1:] if line_rest.startswith(" ") else line_rest
+    # Trailing CRs stripped here, not in a pattern: "(.*?)\r*$" would be quadratic on a run of CRs.
+    return value.rstrip("\r") if value.endswith("\r") else value
+
+
+def _find_variable(text: str, name: str) -> str | None:
+    """One variable of ``text`` (the block after a "\n"), or None. Searched for, not split out:
+    the compiled string search runs over the block once per variable asked for."""
+    marker = "\nagi_" + name + ":"
+    # The variables written before the caller's data are Asterisk's at their first line; the
+    # rest are Asterisk's at their last.
+    start = text.find(marker) if name in _WRITTEN_BEFORE_CALLER_DATA else text.rfind(marker)
+    if start < 0:
+        return None
+    start += len(marker)
+    end = text.find("\n", start)
+    return _value_of(text[start:] if end < 0 else text[start:end])
+
+
+def _all_variables(text: str) -> dict[str, str]:
+    """Every variable of ``text``, by the same rules as _find_variable."""
     variables: dict[str, str] = {}
     for line in text.split("\n"):
         colon = line.find(":")
@@ -128,12 +170,8 @@ def parse_environment(raw: bytes) -> AgiEnvironment:
         name = line[4:colon]
         if name in variables and name in _WRITTEN_BEFORE_CALLER_DATA:
             continue  # written twice: a caller name carrying lines of its own; Asterisk's came first
-        value = line[colon + 1:]
-        if value.startswith(" "):
-            value = value[1:]
-        # Trailing CRs stripped here, not in a pattern: "(.*?)\r*$" would be quadratic on a run of CRs.
-        variables[name] = value.rstrip("\r") if value.endswith("\r") else value
-    return AgiEnvironment(variables)
+        variables[name] = _value_of(line[colon + 1:])
+    return variables
 
 
 def quote_argument(value: str | int) -> str:
@@ -165,26 +203,69 @@ def encode_unique_command(verb: str, *arguments: str | int) -> bytes:
 
 
 # Most lines recur call after call (a menu's prompts and keys, a route's variables): each is built
-# and checked once. A line that cannot recur (the sync nonce) goes by encode_unique_command.
-encode_command = functools.lru_cache(maxsize=2048, typed=True)(encode_unique_command)
+# and checked once. A line that cannot recur (the sync nonce, a caller's digits) goes by
+# encode_unique_command. A dictionary, not functools.lru_cache: the compiled engine looks it up
+# without a call through Python's argument parsing, several times per call.
+_COMMAND_LINES: dict[tuple[str, tuple[str | int, ...]], bytes] = {}
+MAX_CACHED_LINES = 2048
 
 
-class Reply(NamedTuple):
-    """One reply to one command. (A named tuple: immutable, and built on every command at a
-    fraction of a frozen dataclass's cost.)"""
+def command_line(verb: str, arguments: tuple[str | int, ...] = ()) -> bytes:
+    """The line of a command that recurs (cached). Arguments are text or whole numbers."""
+    key = (verb, arguments)
+    line = _COMMAND_LINES.get(key)
+    if line is None:
+        line = encode_unique_command(verb, *arguments)
+        if len(_COMMAND_LINES) >= MAX_CACHED_LINES:  # lines that did not recur after all: start again
+            _COMMAND_LINES.clear()
+        _COMMAND_LINES[key] = line
+    return line
 
-    code: int
-    result: str = ""
-    data: str | None = None
-    fields: Mapping[str, str] = MappingProxyType({})
-    text: str = ""
 
-    @property
-    def result_int(self) -> int | None:
-        try:
-            return int(self.result)
-        except ValueError:
-            return None
+def encode_command(verb: str, *arguments: str | int) -> bytes:
+    """command_line with the arguments as arguments."""
+    return command_line(verb, arguments)
+
+
+def cached_command_lines() -> int:
+    return len(_COMMAND_LINES)
+
+
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
+
+def _int_or_none(text: str) -> int | None:
+    digits = text[1:] if text.startswith("-") else text
+    if digits and digits.isascii() and digits.isdigit():  # nearly every result: no exception to catch
+        return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+class Reply:
+    """One reply to one command, never changed once made (replies are shared: see reply_of_line).
+    A plain class, which the compiled engine reads as a C struct: a NamedTuple's fields and
+    properties were Python attribute lookups, several per command."""
+
+    def __init__(self, code: int, result: str = "", data: str | None = None,
+                 fields: Mapping[str, str] = _NO_FIELDS, text: str = "") -> None:
+        self.code = code
+        self.result = result
+        self.data = data
+        self.fields = fields
+        self.text = text
+        self.result_int = _int_or_none(result)  # the result as a number, None when it is not one
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return (self.code, self.result, self.data, dict(self.fields), self.text) == (
+            other.code, other.result, other.data, dict(other.fields), other.text)
+
+    def __repr__(self) -> str:
+        return f"Reply({self.code}, {self.result!r}, {self.data!r}, {dict(self.fields)!r}, {self.text!r})"
 
 
 _RESULT = re.compile(r"^200 result=(\S*)(.*)$")
@@ -242,9 +323,6 @@ def classify_line(line: str) -> LineKind:
     raise AgiProtocolError(f"unexpected line from Asterisk: {line[:80]!r}")
 
 
-_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
-
-
 # The replies to most commands (SET VARIABLE, EXEC, ANSWER, a prompt nobody interrupted), parsed once.
 _PLAIN_REPLIES = {line: Reply(ReplyCode.SUCCESS, line[11:], None, _NO_FIELDS, line)
                   for line in ("200 result=0", "200 result=1", "200 result=-1")}
@@ -275,6 +353,26 @@ def parse_reply(line: str, *, data_is_rest: bool = False) -> Reply:
     if code == ReplyCode.SUCCESS:
         return parse_success(line, data_is_rest=data_is_rest)
     return Reply(code, "", None, {}, line)
+
+
+# Reply lines without data seen before, and their replies: most replies are a few lines that recur
+# ("200 result=0", a menu's keys). Only lines without "(": data_is_rest changes nothing for them.
+_REPLIES_SEEN: dict[bytes, Reply] = {}
+MAX_SEEN_REPLIES = 512
+MAX_SEEN_REPLY_BYTES = 48
+
+
+def reply_of_line(raw: bytes, *, data_is_rest: bool = False) -> Reply:
+    """The reply of one whole line as read (with its b"\\n")."""
+    reply = _REPLIES_SEEN.get(raw)
+    if reply is not None:
+        return reply
+    reply = parse_reply(raw.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
+    if len(raw) <= MAX_SEEN_REPLY_BYTES and b"(" not in raw:
+        if len(_REPLIES_SEEN) >= MAX_SEEN_REPLIES:
+            _REPLIES_SEEN.clear()
+        _REPLIES_SEEN[raw] = reply
+    return reply
 
 
 def is_usage_end(line: str) -> bool:

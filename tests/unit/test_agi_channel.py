@@ -12,7 +12,7 @@ import pytest
 
 from ivr.agi.channel import AgiCommandError, AgiTimeout, Channel, ChannelHangup, ChannelState, HangupReason
 from ivr.agi.connection import StreamLines
-from ivr.agi.protocol import encode_command, parse_environment
+from ivr.agi.protocol import cached_command_lines, parse_environment
 from ivr.agi.server import FastAgiServer
 
 SYNC = re.compile(rb'^GET FULL VARIABLE "(hotline-sync-[0-9a-f]+)"\n$')
@@ -160,12 +160,12 @@ async def test_a_command_cancelled_while_its_reply_is_due_ends_the_conversation(
 
 async def test_a_callers_data_is_not_kept_in_the_cache_of_command_lines(make) -> None:
     channel, received = await make([(b"", b"200 result=0\n")] * 3)
-    cached = encode_command.cache_info().currsize
+    cached = cached_command_lines()
     await channel.set_variable("ACCOUNT", "4000123412341234")
     await channel.say_digits("4000123412341234")
-    assert encode_command.cache_info().currsize == cached
+    assert cached_command_lines() == cached
     await channel.stream_file("hotline/en/top_menu-cache-test")  # a prompt recurs: cached
-    assert encode_command.cache_info().currsize == cached + 1
+    assert cached_command_lines() == cached + 1
     assert received[:2] == [b'SET VARIABLE "ACCOUNT" "4000123412341234"\n', b'SAY DIGITS "4000123412341234" ""\n']
 
 

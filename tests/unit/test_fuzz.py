@@ -77,6 +77,26 @@ def test_any_environment_block_parses(raw: bytes) -> None:
         assert "\n" not in value
 
 
+_ENV_NAMES = ["uniqueid", "network_script", "callerid", "calleridname", "extension", "context", "threadid", ""]
+_env_lines = st.lists(st.one_of(
+    st.builds(lambda name, sep, value: f"agi_{name}{sep}{value}", st.sampled_from(_ENV_NAMES),
+              st.sampled_from([": ", ":", ":  ", ": \r"]), hostile),
+    hostile), max_size=12)
+
+
+@FUZZ
+@given(_env_lines, st.sampled_from(["\n", "\r\n"]))
+def test_a_variable_asked_for_is_the_one_of_the_whole_block(lines: list[str], newline: str) -> None:
+    """Variables are searched for as they are asked (AgiEnvironment.get); the whole block read at
+    once (AgiEnvironment.variables) is the reference: first line or last, CRs, colons, duplicates."""
+    raw = (newline.join(lines) + "\n\n").encode("utf-8", errors="surrogatepass")
+    everything = parse_environment(raw).variables
+    environment = parse_environment(raw)
+    for name in [*_ENV_NAMES, *everything]:
+        if "\n" not in name:
+            assert environment.get(name, "<none>") == everything.get(name, "<none>"), name
+
+
 @FUZZ
 @given(st.one_of(hostile, st.builds(lambda rest: "200 result=" + rest, hostile)))
 def test_any_reply_line_parses_or_is_a_protocol_error(line: str) -> None:
