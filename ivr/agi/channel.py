@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import functools
-import hashlib
-import itertools
 import logging
 import re
 import secrets
@@ -21,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final
 
-from ivr.agi.connection import Lines
+from ivr.agi.connection import AgiConnection, Lines
 from ivr.agi.protocol import (
     AgiEnvironment,
     AgiProtocolError,
@@ -89,16 +86,18 @@ class HangupReason(StrEnum):
     CONNECTION_CLOSED = "connection_closed"
 
 
-# The sync nonce: a counter under a keyed hash with a secret of this process, so one nonce seen
-# (Asterisk's AGI debug log shows them) tells nothing of the next. A fresh random one per call
-# cost a getrandom system call each.
-_NONCE_KEY = secrets.token_bytes(16)
-_NONCE_COUNTER = itertools.count()
+# Sync nonces: random, drawn from the system 512 at a time (one getrandom system call per call
+# was a visible share of a call's cost). None is ever used twice, and one seen in Asterisk's AGI
+# debug log tells nothing of the next.
+_NONCES: list[str] = []
+_NONCES_PER_DRAW = 512
 
 
 def _sync_nonce() -> str:
-    counter = next(_NONCE_COUNTER).to_bytes(8, "little")
-    return "hotline-sync-" + hashlib.blake2b(counter, key=_NONCE_KEY, digest_size=8).hexdigest()
+    if not _NONCES:
+        drawn = secrets.token_bytes(8 * _NONCES_PER_DRAW)
+        _NONCES.extend(drawn[i:i + 8].hex() for i in range(0, len(drawn), 8))
+    return "hotline-sync-" + _NONCES.pop()
 
 
 CAPTURE_VARIABLE = "HOTLINE_MIXMON"  # the running barge-in capture's MixMonitor id (extensions.conf stops it)
@@ -181,10 +180,15 @@ def _digit_from_result(reply: Reply) -> str | None:
     return chr(code)
 
 
-@functools.lru_cache(maxsize=256)  # a menu's escape digits are few strings, checked on every prompt
+_ESCAPE_DIGITS_SEEN: set[str] = set()  # a menu's escape digits: a few strings, checked on every prompt
+
+
 def _check_escape_digits(digits: str) -> str:
-    if any(d not in DTMF_DIGITS for d in digits):
-        raise ValueError(f"not DTMF digits: {digits!r}")
+    if digits not in _ESCAPE_DIGITS_SEEN:
+        if any(d not in DTMF_DIGITS for d in digits):
+            raise ValueError(f"not DTMF digits: {digits!r}")
+        if len(_ESCAPE_DIGITS_SEEN) < 256:
+            _ESCAPE_DIGITS_SEEN.add(digits)
     return digits
 
 
@@ -195,8 +199,11 @@ class Channel:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.env = environment
         self._lines = lines
+        # The server's connections, called directly by the compiled engine (through the Lines
+        # protocol a call is a Python method call, two per command); other Lines through it.
+        self._connection = lines if isinstance(lines, AgiConnection) else None
         self._loop = loop or asyncio.get_running_loop()
-        self._deadline = 0.0  # of the command being answered (loop time)
+        self._deadline = 0.0  # of a reply's further lines, or of the sync echo (loop time)
         self._command_timeout = command_timeout
         self._busy = False  # a command is out: the next one waiting for its reply would be a bug
         self.state = _LIVE
@@ -219,7 +226,11 @@ class Channel:
     async def _read_line(self) -> str:
         """One line before the current command's deadline (TimeoutError after it)."""
         try:
-            raw = await self._lines.readline(self._deadline - self._loop.time())
+            connection = self._connection
+            if connection is not None:
+                raw = await connection.readline(self._deadline - self._loop.time())
+            else:
+                raw = await self._lines.readline(self._deadline - self._loop.time())
         except ConnectionError:
             raise self._mark_closed() from None
         return self._line_of(raw)
@@ -229,11 +240,14 @@ class Channel:
             raise self._mark_closed()
         return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
-    async def _read_reply(self, data_is_rest: bool, first: bytes | None = None) -> Reply:
-        """The reply to the command just sent; ``first``: its first line, already read."""
+    async def _read_reply(self, data_is_rest: bool, first: bytes, timeout: float) -> Reply:
+        """The reply to the command just sent, from its first line, already read. Lines after the
+        first (a HANGUP, a 520 block) come within ``timeout`` of it."""
+        self._deadline = self._loop.time() + timeout
+        pending: bytes | None = first
         while True:
-            if first is not None:
-                line, first = self._line_of(first), None
+            if pending is not None:
+                line, pending = self._line_of(pending), None
             else:
                 line = await self._read_line()
             if line.startswith("200 "):
@@ -268,14 +282,18 @@ class Channel:
         self._busy = True
         timeout = self._command_timeout + extra_time
         try:
-            self._deadline = self._loop.time() + timeout
             # No drain: one short command at a time, each awaiting its reply, cannot fill a buffer.
-            self._lines.write(line)
-            first = await self._lines.readline(timeout)
+            connection = self._connection
+            if connection is not None:
+                connection.write(line)
+                first = await connection.readline(timeout)
+            else:
+                self._lines.write(line)
+                first = await self._lines.readline(timeout)
             if first.startswith(b"200 ") and first.endswith(b"\n"):  # by far the most common reply
                 reply = reply_of_line(first, data_is_rest=data_is_rest)
             else:
-                reply = await self._read_reply(data_is_rest, first)
+                reply = await self._read_reply(data_is_rest, first, timeout)
         except TimeoutError:
             self.close()
             verb = line.split(b" \"", 1)[0].decode("utf-8", errors="replace").strip()
@@ -320,7 +338,10 @@ class Channel:
     def close(self) -> None:
         if self.state is not _CLOSED:
             self._mark_closed()
-        self._lines.close()
+        if self._connection is not None:
+            self._connection.close()
+        else:
+            self._lines.close()
 
     async def synchronize(self) -> int:
         """Make sure the next reply we read answers our next command; returns lines discarded.
@@ -335,7 +356,11 @@ class Channel:
         self._busy = True
         try:
             self._deadline = self._loop.time() + self._command_timeout
-            self._lines.write(encode_unique_command("GET FULL VARIABLE", nonce))
+            command = encode_unique_command("GET FULL VARIABLE", nonce)
+            if self._connection is not None:
+                self._connection.write(command)
+            else:
+                self._lines.write(command)
             while True:
                 line = await self._read_line()
                 if line == f"200 result=1 ({nonce})":

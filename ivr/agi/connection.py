@@ -2,9 +2,9 @@
 
 The server's connections are :class:`AgiConnection`, an asyncio Protocol. Replies are short lines
 that arrive one per command, so the protocol splits them itself and hands each to the one waiting
-reader, with no stream layer in between. A command's deadline costs no timer of its own: each
-connection keeps one timer, moved only when it fires early (most commands are answered long
-before the deadline, which then just moves on). The benchmark (bench/agi_engine.py) measured the
+reader, with no stream layer in between. Deadlines cost no timer of their own: each
+connection keeps one timer, set for the environment's deadline and then moved only when it fires
+early (most commands are answered long before their deadline, which then just moves on). The benchmark (bench/agi_engine.py) measured the
 stream-based version at about 3x the CPU per call of a bare Protocol; this is that difference.
 
 :class:`StreamLines` gives the same interface over asyncio streams (tests, tools).
@@ -94,10 +94,11 @@ class AgiConnection(asyncio.Protocol):
         self._env: bytearray | None = bytearray()  # None once the environment is complete
         self._extra_blocks = 0
         self._env_end = -1  # where the last blank line seen in the environment was
-        self._env_timer: asyncio.TimerHandle | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[bytes] | None = None  # a readline's: gets the next line
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0  # when self._timer fires (its when(), without a method call)
         self._eof = False
         self._reading_paused = False
         self._error: BaseException | None = None
@@ -110,7 +111,10 @@ class AgiConnection(asyncio.Protocol):
             log.warning("FastAGI connection refused from %s", transport.get_extra_info("peername"))
             transport.close()
             return
-        self._env_timer = self._loop.call_later(self._header_timeout, self._environment_late)
+        # One timer per connection: the environment's deadline first, then each reply's.
+        self._deadline = self._loop.time() + self._header_timeout
+        self._timer = self._loop.call_at(self._deadline, self._timer_fired)
+        self._timer_when = self._deadline
 
     def data_received(self, data: bytes) -> None:
         if self._env is not None:
@@ -137,8 +141,8 @@ class AgiConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        if self._env_timer is not None:
-            self._env_timer.cancel()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -165,9 +169,9 @@ class AgiConnection(asyncio.Protocol):
         # Ended before its last fixed variable: a blank line inside a caller name. What follows
         # at once is still environment; wait a moment for it.
         self._extra_blocks += 1
-        if self._env_timer is not None:
-            self._env_timer.cancel()
-        self._env_timer = self._loop.call_later(ENV_GRACE_SECONDS, self._environment_grace_over)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self._grace_timer = self._loop.call_later(ENV_GRACE_SECONDS, self._environment_grace_over)
 
     def _environment_grace_over(self) -> None:
         if self._env is not None:
@@ -185,9 +189,10 @@ class AgiConnection(asyncio.Protocol):
     def _environment_done(self, end: int, whole: bytes | None = None) -> None:
         """The environment ends at ``end`` of what was read (``whole``: it came in one read, all of it)."""
         assert self._env is not None
-        if self._env_timer is not None:
-            self._env_timer.cancel()
-            self._env_timer = None
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        # The timer stays: it was set for the environment's deadline, and a reply's is later.
         if whole is None:
             raw = bytes(self._env[:end])
             self._buffer = self._env[end:]
@@ -250,8 +255,11 @@ class AgiConnection(asyncio.Protocol):
             del self._buffer[:]
             waiter.set_result(rest)
 
-    def _deadline_check(self) -> None:
+    def _timer_fired(self) -> None:
         self._timer = None
+        if self._env is not None:
+            self._environment_late()
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -259,7 +267,8 @@ class AgiConnection(asyncio.Protocol):
             self._waiter = None
             waiter.set_exception(TimeoutError())
         else:  # the deadline moved on since this timer was set: follow it
-            self._timer = self._loop.call_at(self._deadline, self._deadline_check)
+            self._timer = self._loop.call_at(self._deadline, self._timer_fired)
+            self._timer_when = self._deadline
 
     def readline(self, timeout: float) -> asyncio.Future[bytes]:
         """A future of the next line (no coroutine of its own: this runs for every command).
@@ -273,10 +282,11 @@ class AgiConnection(asyncio.Protocol):
             self._answer(waiter)
             return waiter
         self._deadline = self._loop.time() + timeout
-        if self._timer is None or self._timer.when() > self._deadline:
+        if self._timer is None or self._timer_when > self._deadline:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self._loop.call_at(self._deadline, self._deadline_check)
+            self._timer = self._loop.call_at(self._deadline, self._timer_fired)
+            self._timer_when = self._deadline
         self._waiter = waiter
         return waiter
 

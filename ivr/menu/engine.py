@@ -223,7 +223,12 @@ class MenuEngine:
         pending: str | None = None
         failure = "no_input"
         for attempt in range(node.retries):
-            digit = pending if pending is not None else await self._ask_or_hear(voice, call, node_id, node)
+            if pending is not None:
+                digit: str | None = pending
+            elif node.speech is None:  # keys only: straight to the prompt (a layer less for every key)
+                digit = await self._ask(voice, call, node.prompt, node.timeout)
+            else:
+                digit = await self._ask_or_hear(voice, call, node_id, node)
             pending = None
             if digit is not None and digit in node.options:
                 call.fallback_reason = None
