@@ -63,15 +63,16 @@ def _plain_pairs(pairs: str) -> bool:
 # The MSet lines of variable sets seen before (b"": not plain, one SET VARIABLE each): a route's
 # variables are the same call after call, and building and checking the line was a seventh of
 # the engine's work per call. Keyed by the pairs themselves, order included.
-_MSET_LINES: dict[tuple[tuple[str, str | int], ...], bytes] = {}
+_MSET_LINES: dict[tuple[tuple[str, ...], tuple[str | int, ...]], bytes] = {}
 MAX_MSET_LINES = 1024
 
 
 def _mset_line(values: Mapping[str, str | int]) -> bytes | None:
-    key = tuple(values.items())
+    key = (tuple(values), tuple(values.values()))  # two flat tuples: cheaper to hash and compare than pairs
     line = _MSET_LINES.get(key)
     if line is None:
-        pairs = mset_argument({name: value if isinstance(value, str) else str(value) for name, value in key})
+        pairs = mset_argument({name: value if isinstance(value, str) else str(value)
+                               for name, value in zip(key[0], key[1], strict=True)})
         line = b"" if pairs is None else encode_unique_command("EXEC", "MSet", pairs)
         if len(_MSET_LINES) >= MAX_MSET_LINES:
             _MSET_LINES.clear()
@@ -89,15 +90,16 @@ class HangupReason(StrEnum):
 # Sync nonces: random, drawn from the system 512 at a time (one getrandom system call per call
 # was a visible share of a call's cost). None is ever used twice, and one seen in Asterisk's AGI
 # debug log tells nothing of the next.
-_NONCES: list[str] = []
+_NONCES: list[bytes] = []
 _NONCES_PER_DRAW = 512
 
 
-def _sync_nonce() -> str:
+def _sync_nonce() -> bytes:
+    """A nonce in ASCII letters and digits: a command's argument as it is, without quoting."""
     if not _NONCES:
         drawn = secrets.token_bytes(8 * _NONCES_PER_DRAW)
-        _NONCES.extend(drawn[i:i + 8].hex() for i in range(0, len(drawn), 8))
-    return "hotline-sync-" + _NONCES.pop()
+        _NONCES.extend(b"hotline-sync-" + drawn[i:i + 8].hex().encode() for i in range(0, len(drawn), 8))
+    return _NONCES.pop()
 
 
 CAPTURE_VARIABLE = "HOTLINE_MIXMON"  # the running barge-in capture's MixMonitor id (extensions.conf stops it)
@@ -225,15 +227,17 @@ class Channel:
 
     async def _read_line(self) -> str:
         """One line before the current command's deadline (TimeoutError after it)."""
+        return self._line_of(await self._read_raw_line())
+
+    async def _read_raw_line(self) -> bytes:
+        """One line as read (ending in b"\\n", or the end of the stream) before the deadline."""
         try:
             connection = self._connection
             if connection is not None:
-                raw = await connection.readline(self._deadline - self._loop.time())
-            else:
-                raw = await self._lines.readline(self._deadline - self._loop.time())
+                return await connection.readline(self._deadline - self._loop.time())
+            return await self._lines.readline(self._deadline - self._loop.time())
         except ConnectionError:
             raise self._mark_closed() from None
-        return self._line_of(raw)
 
     def _line_of(self, raw: bytes) -> str:
         if not raw.endswith(b"\n"):  # the stream ended inside a line, or before one
@@ -336,8 +340,10 @@ class Channel:
         raise AgiCommandFailed(reply)
 
     def close(self) -> None:
-        if self.state is not _CLOSED:
-            self._mark_closed()
+        if self.state is not _CLOSED:  # as _mark_closed(), without the signal nobody raises here
+            self.state = _CLOSED
+            if self.hangup_reason is None:
+                self.hangup_reason = HangupReason.CONNECTION_CLOSED
         if self._connection is not None:
             self._connection.close()
         else:
@@ -352,20 +358,24 @@ class Channel:
         ask it to echo a random nonce and drop everything that arrives before the echo.
         """
         nonce = _sync_nonce()
+        command = b'GET FULL VARIABLE "' + nonce + b'"\n'  # the nonce needs no escaping (see _sync_nonce)
+        echo = b"200 result=1 (" + nonce + b")"
         discarded = 0
         self._busy = True
         try:
             self._deadline = self._loop.time() + self._command_timeout
-            command = encode_unique_command("GET FULL VARIABLE", nonce)
             if self._connection is not None:
                 self._connection.write(command)
             else:
                 self._lines.write(command)
             while True:
-                line = await self._read_line()
-                if line == f"200 result=1 ({nonce})":
+                raw = await self._read_raw_line()
+                if not raw.endswith(b"\n"):  # the stream ended inside a line, or before one
+                    raise self._mark_closed()
+                line = raw.rstrip(b"\r\n")
+                if line == echo:
                     break
-                if line == "HANGUP":
+                if line == b"HANGUP":
                     self._mark_hung_up(HangupReason.HANGUP_LINE)
                 discarded += 1
         except TimeoutError:

@@ -2,10 +2,11 @@
 
 The server's connections are :class:`AgiConnection`, an asyncio Protocol. Replies are short lines
 that arrive one per command, so the protocol splits them itself and hands each to the one waiting
-reader, with no stream layer in between. Deadlines cost no timer of their own: each
-connection keeps one timer, set for the environment's deadline and then moved only when it fires
-early (most commands are answered long before their deadline, which then just moves on). The benchmark (bench/agi_engine.py) measured the
-stream-based version at about 3x the CPU per call of a bare Protocol; this is that difference.
+reader, with no stream layer in between. Deadlines cost no timer of their own: each connection
+keeps one timer, set for the environment's deadline and then moved only when it fires early (most
+commands are answered long before their deadline, which then just moves on). The benchmark
+(bench/agi_engine.py) measured the stream-based version at about 3x the CPU per call of a bare
+Protocol; this is that difference.
 
 :class:`StreamLines` gives the same interface over asyncio streams (tests, tools).
 """
@@ -100,6 +101,7 @@ class AgiConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0  # when self._timer fires (its when(), without a method call)
         self._eof = False
+        self._closing = False  # we closed the transport, or it is lost (no method call to ask)
         self._reading_paused = False
         self._error: BaseException | None = None
 
@@ -141,6 +143,7 @@ class AgiConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._closing = True
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         if self._timer is not None:
@@ -291,13 +294,17 @@ class AgiConnection(asyncio.Protocol):
         return waiter
 
     def write(self, data: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
+        if self._closing or self._transport is None:
             raise ConnectionResetError("the FastAGI connection is closed")
-        self._transport.write(data)
+        try:
+            self._transport.write(data)
+        except RuntimeError:  # uvloop's transport, closed by an error before connection_lost
+            raise ConnectionResetError("the FastAGI connection is closed") from None
 
     def close(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        if self._transport is not None and not self._closing:
+            self._closing = True
             self._transport.close()
 
     def is_closing(self) -> bool:
-        return self._transport is None or self._transport.is_closing()
+        return self._closing or self._transport is None or self._transport.is_closing()

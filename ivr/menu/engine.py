@@ -18,7 +18,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ivr.agi.channel import DTMF_DIGITS, RecordResult, TalkResult
+from ivr.agi.channel import DTMF_DIGITS, Channel, RecordResult, TalkResult
 from ivr.menu.graph import fallback_of
 from ivr.menu.schema import (
     BranchNode,
@@ -157,10 +157,12 @@ class MenuEngine:
         if call.typeahead is not None:
             typed, call.typeahead = call.typeahead, None
             return typed
-        digit = await voice.stream_file(self._prompt(prompt_id, call), ALL_KEYS)
-        if digit is None:
-            digit = await voice.wait_for_digit(int(timeout * 1000))
-        return digit
+        path = self._prompt(prompt_id, call)
+        if isinstance(voice, Channel):  # the compiled engine calls a Channel natively, each key of each menu
+            digit = await voice.stream_file(path, ALL_KEYS)
+            return digit if digit is not None else await voice.wait_for_digit(int(timeout * 1000))
+        digit = await voice.stream_file(path, ALL_KEYS)
+        return digit if digit is not None else await voice.wait_for_digit(int(timeout * 1000))
 
     def _holds(self, condition: Condition, call: CallContext) -> bool:
         if condition.customer_class is not None and call.customer_class not in condition.customer_class:
