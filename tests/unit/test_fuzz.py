@@ -82,18 +82,23 @@ _env_lines = st.lists(st.one_of(
     st.builds(lambda name, sep, value: f"agi_{name}{sep}{value}", st.sampled_from(_ENV_NAMES),
               st.sampled_from([": ", ":", ":  ", ": \r"]), hostile),
     hostile), max_size=12)
+_bad_utf8 = st.sampled_from([b"\xe4\xbd", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf0\x9f\x98", b"\x80\x80"])
 
 
 @FUZZ
-@given(_env_lines, st.sampled_from(["\n", "\r\n"]))
-def test_a_variable_asked_for_is_the_one_of_the_whole_block(lines: list[str], newline: str) -> None:
-    """Variables are searched for as they are asked (AgiEnvironment.get); the whole block read at
-    once (AgiEnvironment.variables) is the reference: first line or last, CRs, colons, duplicates."""
+@given(_env_lines, st.sampled_from(["\n", "\r\n"]), st.lists(st.tuples(st.integers(0, 400), _bad_utf8), max_size=4))
+def test_a_variable_asked_for_is_the_one_of_the_whole_block(lines: list[str], newline: str,
+                                                            broken: list[tuple[int, bytes]]) -> None:
+    """Variables are searched for as they are asked (AgiEnvironment.get); the whole block split at
+    once (AgiEnvironment.variables) is the reference: first line or last, CRs, colons, duplicates,
+    and bytes that are not UTF-8 anywhere in it."""
     raw = (newline.join(lines) + "\n\n").encode("utf-8", errors="surrogatepass")
+    for at, bad in broken:
+        raw = raw[:at] + bad + raw[at:]
     everything = parse_environment(raw).variables
     environment = parse_environment(raw)
     for name in [*_ENV_NAMES, *everything]:
-        if "\n" not in name:
+        if name.isascii() and "\n" not in name:  # Asterisk's names are ASCII
             assert environment.get(name, "<none>") == everything.get(name, "<none>"), name
 
 
