@@ -360,6 +360,7 @@ class Channel:
         nonce = _sync_nonce()
         command = b'GET FULL VARIABLE "' + nonce + b'"\n'  # the nonce needs no escaping (see _sync_nonce)
         echo = b"200 result=1 (" + nonce + b")"
+        echo_line = echo + b"\n"
         discarded = 0
         self._busy = True
         try:
@@ -372,6 +373,8 @@ class Channel:
                 raw = await self._read_raw_line()
                 if not raw.endswith(b"\n"):  # the stream ended inside a line, or before one
                     raise self._mark_closed()
+                if raw == echo_line:
+                    break
                 line = raw.rstrip(b"\r\n")
                 if line == echo:
                     break

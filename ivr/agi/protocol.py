@@ -368,7 +368,7 @@ def reply_of_line(raw: bytes, *, data_is_rest: bool = False) -> Reply:
     if reply is not None:
         return reply
     reply = parse_reply(raw.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
-    if len(raw) <= MAX_SEEN_REPLY_BYTES and b"(" not in raw:
+    if len(raw) <= MAX_SEEN_REPLY_BYTES and 40 not in raw:  # 40: "(" (a number: see connection.NEWLINE)
         if len(_REPLIES_SEEN) >= MAX_SEEN_REPLIES:
             _REPLIES_SEEN.clear()
         _REPLIES_SEEN[raw] = reply
