@@ -14,7 +14,6 @@ Protocol; this is that difference.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -92,7 +91,10 @@ class AgiConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = loop or asyncio.get_running_loop()
         self._buffer = bytearray()
-        self._lines: collections.deque[bytes] = collections.deque()
+        # Lines read and not yet taken, from self._head on: a list, which costs nothing until a
+        # line waits (a deque allocates a 64-slot block for every connection, and lines seldom wait).
+        self._lines: list[bytes] = []
+        self._head = 0
         self._env: bytearray | None = bytearray()  # None once the environment is complete
         self._extra_blocks = 0
         self._env_end = -1  # where the last blank line seen in the environment was
@@ -130,8 +132,9 @@ class AgiConnection(asyncio.Protocol):
             self._environment_data(data)
             return
         waiter = self._waiter
-        if (waiter is not None and not self._buffer and not self._lines and self._error is None and data.endswith(b"\n")
-                and NEWLINE not in data[:-1] and len(data) <= READ_LIMIT and not waiter.done()):
+        if (waiter is not None and not self._buffer and not self._queued() and self._error is None
+                and data.endswith(b"\n") and NEWLINE not in data[:-1] and len(data) <= READ_LIMIT
+                and not waiter.done()):
             # One whole reply line, awaited: the common case, handed over as it is.
             self._waiter = None
             waiter.set_result(data)
@@ -229,11 +232,25 @@ class AgiConnection(asyncio.Protocol):
             del buffer[:]
             if self._transport is not None:
                 self._transport.pause_reading()
-        if len(self._lines) > MAX_QUEUED_LINES and not self._reading_paused and self._transport is not None:
+        if self._queued() > MAX_QUEUED_LINES and not self._reading_paused and self._transport is not None:
             self._transport.pause_reading()  # a peer sending lines nobody asked for: stop reading
             self._reading_paused = True
-        if self._lines or self._error is not None:
+        if self._queued() or self._error is not None:
             self._wake()
+
+    def _queued(self) -> int:
+        return len(self._lines) - self._head
+
+    def _take_line(self) -> bytes:
+        line = self._lines[self._head]
+        self._head += 1
+        if self._head == len(self._lines):  # all taken: the list starts again
+            self._lines.clear()
+            self._head = 0
+        elif self._head > MAX_QUEUED_LINES:  # a peer that never lets the list run dry: drop what was taken
+            del self._lines[:self._head]
+            self._head = 0
+        return line
 
     def _wake(self) -> None:
         """Answer the waiting readline, if there is one and something to answer it with."""
@@ -243,17 +260,17 @@ class AgiConnection(asyncio.Protocol):
         if waiter.done():  # its reader was cancelled
             self._waiter = None
             return
-        if self._lines or self._error is not None or self._eof:
+        if self._queued() or self._error is not None or self._eof:
             self._waiter = None
             self._answer(waiter)
 
     def _answer(self, waiter: asyncio.Future[bytes]) -> None:
         """A readline's result, from what has arrived: a line, the error, or the end of the stream."""
-        if self._lines:
-            if self._reading_paused and len(self._lines) < MAX_QUEUED_LINES // 2 and self._transport is not None:
+        if self._queued():
+            if self._reading_paused and self._queued() < MAX_QUEUED_LINES // 2 and self._transport is not None:
                 self._reading_paused = False
                 self._transport.resume_reading()
-            waiter.set_result(self._lines.popleft())
+            waiter.set_result(self._take_line())
         elif self._error is not None:
             waiter.set_exception(self._error)
         else:
@@ -284,7 +301,7 @@ class AgiConnection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             raise RuntimeError("one readline at a time")
         waiter: asyncio.Future[bytes] = self._loop.create_future()
-        if self._lines or self._error is not None or self._eof:
+        if self._queued() or self._error is not None or self._eof:
             self._answer(waiter)
             return waiter
         self._deadline = self._loop.time() + timeout

@@ -121,3 +121,35 @@ async def test_only_one_reader_at_a_time() -> None:
     with pytest.raises(RuntimeError):
         conn.readline(1.0)
     first.cancel()
+
+
+async def test_a_flood_of_lines_pauses_reading_and_every_line_comes_in_order() -> None:
+    """A peer that sends lines nobody asked for: reading pauses past MAX_QUEUED_LINES and resumes
+    as they are taken; taken lines are let go even while the queue never runs dry."""
+    from ivr.agi.connection import MAX_QUEUED_LINES
+
+    conn, _ = connection()
+    conn.data_received(ENV)
+    transport = conn._transport
+    assert isinstance(transport, Transport)
+    sent = 0
+    taken: list[bytes] = []
+    paused_seen = False
+
+    def send(count: int) -> None:
+        nonlocal sent
+        conn.data_received(b"".join(b"200 result=%d\n" % (sent + i) for i in range(count)))
+        sent += count
+
+    send(30)
+    for _ in range(50):  # the queue stays between 30 and 70 lines: it never runs dry
+        send(40)
+        paused_seen = paused_seen or transport.paused
+        for _ in range(40):
+            taken.append(await conn.readline(1.0))
+        assert len(conn._lines) <= 3 * MAX_QUEUED_LINES  # what was taken is not kept
+    assert paused_seen
+    while conn._queued():
+        taken.append(await conn.readline(1.0))
+    assert taken == [b"200 result=%d\n" % i for i in range(sent)]
+    assert not transport.paused
