@@ -224,6 +224,7 @@ class MenuEngine:
             call.menu_stack.append(node_id)
         pending: str | None = None
         failure = "no_input"
+        options = node.options
         for attempt in range(node.retries):
             if pending is not None:
                 digit: str | None = pending
@@ -232,9 +233,11 @@ class MenuEngine:
             else:
                 digit = await self._ask_or_hear(voice, call, node_id, node)
             pending = None
-            if digit is not None and digit in node.options:
-                call.fallback_reason = None
-                return node.options[digit]
+            if digit is not None:
+                target = options.get(digit)
+                if target is not None:
+                    call.fallback_reason = None
+                    return target
             failure = "no_input" if digit is None else "invalid_input"
             error_prompt = (
                 (node.no_input_prompt or self.menu.defaults.no_input_prompt)
@@ -585,8 +588,9 @@ class MenuEngine:
 
     async def run(self, voice: Voice, call: CallContext) -> Ending:
         node_id = self.menu.start
+        nodes = self.menu.nodes  # (a pydantic model's attribute is a Python lookup: once, not per step)
         for _ in range(MAX_STEPS):
-            node = self.menu.nodes[node_id]
+            node = nodes[node_id]
             call.path.append(node_id)
             # A branch or goto only decides, and the node it leads to is checkpointed at once.
             # Dispatched on the exact type (no node class has subclasses): isinstance()
