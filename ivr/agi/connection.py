@@ -2,11 +2,11 @@
 
 The server's connections are :class:`AgiConnection`, an asyncio Protocol. Replies are short lines
 that arrive one per command, so the protocol splits them itself and hands each to the one waiting
-reader, with no stream layer in between. Deadlines cost no timer of their own: each connection
-keeps one timer, set for the environment's deadline and then moved only when it fires early (most
-commands are answered long before their deadline, which then just moves on). The benchmark
-(bench/agi_engine.py) measured the stream-based version at about 3x the CPU per call of a bare
-Protocol; this is that difference.
+reader, with no stream layer in between. Deadlines cost no timer of their own: the server's
+connections share :class:`Deadlines`, one loop timer per tick of the clock, and a connection is
+moved only when its tick comes before its deadline (most commands are answered long before their
+deadline, which then just moves on). The benchmark (bench/agi_engine.py) measured the
+stream-based version at about 3x the CPU per call of a bare Protocol; this is that difference.
 
 :class:`StreamLines` gives the same interface over asyncio streams (tests, tools).
 """
@@ -32,6 +32,57 @@ MAX_EXTRA_BLOCKS = 8
 # than this is a peer flooding us, and reading pauses until they are taken.
 MAX_QUEUED_LINES = 64
 NEWLINE = 10  # b"\n" as a number: "in" on bytes looks for it with memchr, without a method call
+# Deadlines are kept to this fraction of a second: a command times out up to this late.
+DEADLINE_TICK = 0.1
+
+
+class Deadlines:
+    """The deadlines of many connections on one loop timer per tick, rather than a timer each.
+
+    A timer of its own was six objects per call (about 600 bytes, a libuv heap entry among them)
+    made and cancelled for every call; here a connection is an entry in the set of the tick its
+    deadline falls in. When a tick ends, each of its connections checks its own deadline:
+    passed, it times out; moved on, it joins a later tick. asyncio has no shared deadline of this
+    kind, hence this small timing wheel of our own.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = DEADLINE_TICK) -> None:
+        self._loop = loop
+        self._tick = tick
+        self._due: dict[int, set[AgiConnection]] = {}  # tick number -> connections checked at its end
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def tick_of(self, deadline: float) -> int:
+        return int(deadline / self._tick) + 1
+
+    def watch(self, connection: AgiConnection, deadline: float) -> int:
+        """Check ``connection`` when the tick holding ``deadline`` ends; returns that tick."""
+        tick = int(deadline / self._tick) + 1
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = set()
+            self._timers[tick] = self._loop.call_at(tick * self._tick, self._expire, tick)
+        due.add(connection)
+        return tick
+
+    def forget(self, connection: AgiConnection, tick: int) -> None:
+        due = self._due.get(tick)
+        if due is not None:
+            due.discard(connection)  # an emptied tick keeps its timer: it ends as a no-op
+
+    def _expire(self, tick: int) -> None:
+        self._timers.pop(tick, None)
+        due = self._due.pop(tick, None)
+        if due:
+            for connection in due:
+                connection.deadline_check()
+
+    def close(self) -> None:
+        """Cancel the timers (the server stops; its connections are closed)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._due.clear()
 
 
 class Lines(Protocol):
@@ -83,7 +134,7 @@ class AgiConnection(asyncio.Protocol):
     def __init__(self, on_environment: Callable[[AgiConnection, bytes], None],
                  allowed: Callable[[object], bool], header_timeout: float,
                  on_lost: Callable[[AgiConnection], None] = lambda _: None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, deadlines: Deadlines | None = None) -> None:
         self._on_environment = on_environment
         self._on_lost = on_lost
         self._allowed = allowed
@@ -101,8 +152,8 @@ class AgiConnection(asyncio.Protocol):
         self._grace_timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[bytes] | None = None  # a readline's: gets the next line
         self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0  # when self._timer fires (its when(), without a method call)
+        self._deadlines = deadlines or Deadlines(self._loop)
+        self._tick = 0  # the tick of self._deadlines this connection waits in (0: none)
         self._eof = False
         self._closing = False  # we closed the transport, or it is lost (no method call to ask)
         self._reading_paused = False
@@ -116,10 +167,9 @@ class AgiConnection(asyncio.Protocol):
             log.warning("FastAGI connection refused from %s", transport.get_extra_info("peername"))
             transport.close()
             return
-        # One timer per connection: the environment's deadline first, then each reply's.
+        # The environment's deadline first, then each reply's.
         self._deadline = self._loop.time() + self._header_timeout
-        self._timer = self._loop.call_at(self._deadline, self._timer_fired)
-        self._timer_when = self._deadline
+        self._tick = self._deadlines.watch(self, self._deadline)
 
     def data_received(self, data: bytes) -> None:
         if self._env is not None:
@@ -152,9 +202,9 @@ class AgiConnection(asyncio.Protocol):
         self._closing = True
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._tick:
+            self._deadlines.forget(self, self._tick)
+            self._tick = 0
         self._wake()
         self._on_lost(self)
 
@@ -278,20 +328,21 @@ class AgiConnection(asyncio.Protocol):
             del self._buffer[:]
             waiter.set_result(rest)
 
-    def _timer_fired(self) -> None:
-        self._timer = None
-        if self._env is not None:
-            self._environment_late()
+    def deadline_check(self) -> None:
+        """The tick this connection waited in has ended (called by its Deadlines)."""
+        self._tick = 0
+        if self._eof:
             return
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._loop.time() >= self._deadline:
+        if self._env is None and (waiter is None or waiter.done()):
+            return  # between commands: the next readline watches again
+        if self._loop.time() < self._deadline:  # the deadline moved on since this connection joined the tick
+            self._tick = self._deadlines.watch(self, self._deadline)
+        elif self._env is not None:
+            self._environment_late()
+        elif waiter is not None:
             self._waiter = None
             waiter.set_exception(TimeoutError())
-        else:  # the deadline moved on since this timer was set: follow it
-            self._timer = self._loop.call_at(self._deadline, self._timer_fired)
-            self._timer_when = self._deadline
 
     def readline(self, timeout: float) -> asyncio.Future[bytes]:
         """A future of the next line (no coroutine of its own: this runs for every command).
@@ -305,11 +356,11 @@ class AgiConnection(asyncio.Protocol):
             self._answer(waiter)
             return waiter
         self._deadline = self._loop.time() + timeout
-        if self._timer is None or self._timer_when > self._deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(self._deadline, self._timer_fired)
-            self._timer_when = self._deadline
+        if not self._tick:
+            self._tick = self._deadlines.watch(self, self._deadline)
+        elif self._deadlines.tick_of(self._deadline) < self._tick:  # sooner than the tick it waits in
+            self._deadlines.forget(self, self._tick)
+            self._tick = self._deadlines.watch(self, self._deadline)
         self._waiter = waiter
         return waiter
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ivr.agi.channel import AgiError, Channel, ChannelHangup
-from ivr.agi.connection import AgiConnection
+from ivr.agi.connection import AgiConnection, Deadlines
 from ivr.agi.protocol import AgiEnvironment, AgiProtocolError, parse_environment
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,15 @@ class FastAgiServer:
         # its entry without asyncio.current_task(), a system call's worth of cost per call).
         self._sessions: dict[AgiConnection, tuple[asyncio.Task[None], str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None  # every connection's, on one timer per tick
         self._connections: set[AgiConnection] = set()  # connected, environment not complete yet
         self._refused: set[str] = set()
         self.accepting = False
+        # Bound once, handed to every connection: a bound method made per connection is three
+        # objects more per call.
+        self._environment_ready = self._on_environment
+        self._may_connect = self._peer_allowed
+        self._forget = self._connections.discard
 
     @property
     def active_sessions(self) -> int:
@@ -57,6 +63,8 @@ class FastAgiServer:
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        if self._deadlines is None:
+            self._deadlines = Deadlines(loop)
         # A deep backlog: a burst of calls (Asterisk opens one connection per AGI) waits in the kernel.
         self._server = await loop.create_server(self._connection, self.host, self.port, backlog=4096)
         # Any: uvloop's server gives a list where asyncio's gives a tuple (the compiled build checks).
@@ -68,8 +76,8 @@ class FastAgiServer:
         log.info("FastAGI listening on %s:%d", self.host, self.port)
 
     def _connection(self) -> AgiConnection:
-        connection = AgiConnection(self._on_environment, self._peer_allowed, self._header_timeout,
-                                   on_lost=self._connections.discard, loop=self._loop)
+        connection = AgiConnection(self._environment_ready, self._may_connect, self._header_timeout,
+                                   on_lost=self._forget, loop=self._loop, deadlines=self._deadlines)
         self._connections.add(connection)
         return connection
 
@@ -103,6 +111,9 @@ class FastAgiServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._deadlines is not None:
+            self._deadlines.close()
+            self._deadlines = None
 
     def _peer_allowed(self, peer: object) -> bool:
         if not self.accepting or not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):

@@ -153,3 +153,49 @@ async def test_a_flood_of_lines_pauses_reading_and_every_line_comes_in_order() -
         taken.append(await conn.readline(1.0))
     assert taken == [b"200 result=%d\n" % i for i in range(sent)]
     assert not transport.paused
+
+
+async def test_connections_share_one_timer_per_tick_and_each_keeps_its_own_deadline() -> None:
+    """Deadlines: a hundred connections waiting in one tick cost one loop timer. A deadline that
+    moved on (a later command) is followed to its own tick; a sooner one is moved forward."""
+    from ivr.agi.connection import DEADLINE_TICK, Deadlines
+
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop)
+    connections = []
+    for _ in range(100):
+        conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=5.0, deadlines=deadlines)
+        conn.connection_made(Transport())
+        conn.data_received(ENV)
+        connections.append(conn)
+    assert len(deadlines._timers) <= 2  # the header deadlines: all in one tick (two if it turned meanwhile)
+
+    quick, slow, moved = connections[:3]
+    slow_line = slow.readline(0.6)
+    moved_line = moved.readline(5.0)  # joins the header deadline's tick, 5 s away ...
+    moved.data_received(b"200 result=0\n")
+    assert await moved_line == b"200 result=0\n"
+    moved_line = moved.readline(0.05)  # ... and a sooner deadline moves it forward
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await quick.readline(0.05)
+    with pytest.raises(TimeoutError):
+        await moved_line
+    assert loop.time() - started < 0.05 + 3 * DEADLINE_TICK
+    assert not slow_line.done()  # its own, later deadline
+    with pytest.raises(TimeoutError):
+        await slow_line
+    assert loop.time() - started >= 0.6
+    deadlines.close()
+    assert not deadlines._timers
+
+
+async def test_an_environment_that_never_ends_closes_the_connection_at_its_deadline() -> None:
+    conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=0.1)
+    transport = Transport()
+    conn.connection_made(transport)
+    conn.data_received(b"agi_network_script: hotline\n")  # and nothing more
+    await asyncio.sleep(0.05)
+    assert not transport.closed
+    await asyncio.sleep(0.3)
+    assert transport.closed
