@@ -146,10 +146,17 @@ def _value_of(line_rest: str) -> str:
     return value.rstrip("\r") if value.endswith("\r") else value
 
 
+_MARKERS: dict[str, str] = {}  # a variable's name -> its line's start, "\\nagi_NAME:"
+
+
 def _find_variable(text: str, name: str) -> str | None:
-    """One variable of ``text`` (the block after a "\n"), or None. Searched for, not split out:
+    """One variable of ``text`` (the block after a "\\n"), or None. Searched for, not split out:
     the compiled string search runs over the block once per variable asked for."""
-    marker = "\nagi_" + name + ":"
+    marker = _MARKERS.get(name)
+    if marker is None:
+        marker = "\nagi_" + name + ":"
+        if len(_MARKERS) < 256:  # the names the code asks for: a few constants
+            _MARKERS[name] = marker
     # The variables written before the caller's data are Asterisk's at their first line; the
     # rest are Asterisk's at their last.
     start = text.find(marker) if name in _WRITTEN_BEFORE_CALLER_DATA else text.rfind(marker)
@@ -157,7 +164,14 @@ def _find_variable(text: str, name: str) -> str | None:
         return None
     start += len(marker)
     end = text.find("\n", start)
-    return _value_of(text[start:] if end < 0 else text[start:end])
+    if end < 0:
+        end = len(text)
+    # As _value_of, with one slice: one space after the colon dropped, trailing CRs stripped.
+    if start < end and text[start] == " ":
+        start += 1
+    while end > start and text[end - 1] == "\r":
+        end -= 1
+    return text[start:end]
 
 
 def _all_variables(text: str) -> dict[str, str]:

@@ -137,17 +137,18 @@ class FastAgiServer:
             connection.close()
             return
         env = parse_environment(raw)
-        if env.script in self._refused:
-            log.info("call %s: %s refused while shutting down", env.uniqueid, env.script)
+        script = env.script
+        if script in self._refused:
+            log.info("call %s: %s refused while shutting down", env.uniqueid, script)
             connection.close()
             return
-        handler = self._handlers.get(env.script)
+        handler = self._handlers.get(script)
         if handler is None or not env.uniqueid:
-            log.warning("FastAGI request for unknown script %r or without uniqueid; dropped", env.script)
+            log.warning("FastAGI request for unknown script %r or without uniqueid; dropped", script)
             connection.close()
             return
         loop = self._loop or asyncio.get_running_loop()
-        self._sessions[connection] = (loop.create_task(self._session(connection, env, handler, loop)), env.script)
+        self._sessions[connection] = (loop.create_task(self._session(connection, env, handler, loop)), script)
 
     async def _session(self, connection: AgiConnection, env: AgiEnvironment, handler: Handler,
                        loop: asyncio.AbstractEventLoop) -> None:
