@@ -305,7 +305,16 @@ SERVERS = tuple(os.environ.get("BENCH_SERVERS",
                                "raw,raw-coroutine,hotline,hotline-interpreted,ding-dong,pystrix,panoramisk").split(","))
 
 
-def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int = 6000,
+def round_plan(concurrency: int, calls_per_run: int = 15000) -> tuple[int, int]:
+    """Rounds at one N, and calls per round. A round makes at least twice N calls, so that N stay
+    in flight: 5 rounds of 3000 calls at 100 and 1000, and at 5000 two of 10,000, which the bench's
+    ten minutes allow. (Rounds of 2000 calls at 1000 were a few tenths of a second of server CPU;
+    their ratios to raw's scattered by +-20%.)"""
+    rounds = min(MAX_SATURATED_ROUNDS, max(2, calls_per_run // (2 * concurrency)))
+    return rounds, max(calls_per_run // rounds, 2 * concurrency)
+
+
+def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int = 15000,
         processes: int = 2, timeout: float = 120.0) -> tuple[str, list[Run], dict[str, list[str]]]:
     script = asyncio.run(capture_script())
     folder = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
@@ -316,10 +325,7 @@ def run(concurrencies: tuple[int, ...] = (100, 1000, 5000), calls_per_run: int =
         skipped["ding-dong"] = reason
     runs: list[Run] = []
     for concurrency in concurrencies:
-        # A round makes at least twice N calls, so that N stay in flight: 5 rounds at 100, 3 at
-        # 1000, and at 5000 two, which the bench's ten minutes allow.
-        rounds = min(MAX_SATURATED_ROUNDS, max(2, calls_per_run // (2 * concurrency)))
-        calls = max(calls_per_run // rounds, 2 * concurrency)
+        rounds, calls = round_plan(concurrency, calls_per_run)
         runs += load_runs([name for name in SERVERS if name not in skipped], path, concurrency, calls, rounds,
                           processes, timeout)
     paced: dict[str, list[list[float]]] = {"raw": [], "hotline": []}
@@ -395,13 +401,16 @@ def paced_markdown(paced: dict[str, list[list[float]]]) -> str:
 
 def markdown(runs: list[Run], script: dict[str, list[str]], skipped: dict[str, str]) -> str:
     commands = len(script["commands"])
+    plans = {run.concurrency: (len(run.round_cpu_ms), run.calls // max(1, len(run.round_cpu_ms)))
+             for run in runs if run.server == "raw" and run.round_cpu_ms}
+    plan = "; ".join(f"{rounds} rounds of {calls} calls at {n}" for n, (rounds, calls) in sorted(plans.items()))
     out = [
         "## AGI engine\n",
         f"Each call: {commands} commands, the hotline engine's walk of bench/menus/three-level.yaml "
         "(sync, answer, three menus with DTMF, the route's variables); every server sends the same lines. "
         "Load generators: 2 processes (uvloop), closed loop, replies at once. At each N the servers "
-        "take turns, in rounds of the same calls (a round makes at least 2N calls: 5 rounds at 100, 3 at "
-        "1000, 2 at 5000), so a slow spell of this shared machine falls on all of them. `cpu/call` is "
+        f"take turns, in rounds of the same calls ({plan}), so a slow spell of this shared machine falls on "
+        "all of them. `cpu/call` is "
         "the server's CPU time per call "
         "(the scheduler's counters, /proc/PID/task/*/schedstat) in its median round, each round's "
         "beside it (a round's figure moves by up to 2x with this machine's spells, for every server alike); `× raw` "
