@@ -417,6 +417,22 @@ class Channel:
             return None
         return _digit_from_result(reply)
 
+    async def ask(self, path: str, escape_digits: str, timeout_ms: int, *, max_seconds: float = 120.0) -> str | None:
+        """Play a prompt that any of ``escape_digits`` interrupts, then wait ``timeout_ms`` for a key:
+        the key, or None. stream_file and wait_for_digit in one coroutine (a menu's every key)."""
+        try:
+            reply = await self._execute(command_line("STREAM FILE", (path, _check_escape_digits(escape_digits))),
+                                        extra_time=max_seconds, live=True)
+            digit = _digit_from_result(reply)
+        except AgiCommandFailed:
+            log.error("call %s: Asterisk could not play %r", self.env.uniqueid, path)
+            digit = None
+        if digit is not None:
+            return digit
+        reply = await self._execute(command_line("WAIT FOR DIGIT", (timeout_ms,)),
+                                    extra_time=max(timeout_ms, 0) / 1000, live=True)
+        return _digit_from_result(reply)
+
     async def get_data(
         self, path: str, timeout_ms: int, max_digits: int, *, max_seconds: float = 120.0
     ) -> DigitsResult:

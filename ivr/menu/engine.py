@@ -158,9 +158,8 @@ class MenuEngine:
             typed, call.typeahead = call.typeahead, None
             return typed
         path = self._prompt(prompt_id, call)
-        if isinstance(voice, Channel):  # the compiled engine calls a Channel natively, each key of each menu
-            digit = await voice.stream_file(path, ALL_KEYS)
-            return digit if digit is not None else await voice.wait_for_digit(int(timeout * 1000))
+        if isinstance(voice, Channel):  # the server's channel: both commands in one coroutine of its own
+            return await voice.ask(path, ALL_KEYS, int(timeout * 1000))
         digit = await voice.stream_file(path, ALL_KEYS)
         return digit if digit is not None else await voice.wait_for_digit(int(timeout * 1000))
 
@@ -228,7 +227,11 @@ class MenuEngine:
         for attempt in range(node.retries):
             if pending is not None:
                 digit: str | None = pending
-            elif node.speech is None:  # keys only: straight to the prompt (a layer less for every key)
+            elif node.speech is None and call.typeahead is None and isinstance(voice, Channel):
+                # The common menu (keys only, none typed ahead, the server's channel): _ask's work
+                # without its coroutine, a layer less for every key of every menu.
+                digit = await voice.ask(self._prompt(node.prompt, call), ALL_KEYS, int(node.timeout * 1000))
+            elif node.speech is None:
                 digit = await self._ask(voice, call, node.prompt, node.timeout)
             else:
                 digit = await self._ask_or_hear(voice, call, node_id, node)

@@ -74,6 +74,23 @@ async def make() -> AsyncIterator[Callable[..., object]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_ask_plays_then_waits_for_a_key_unless_one_stopped_the_prompt(make) -> None:
+    channel, received = await make([
+        (b"", b"200 result=50 endpos=8000\n"),  # "2" over the prompt: no wait
+        (b"", b"200 result=0 endpos=16000\n"), (b"", b"200 result=51\n"),  # played out, then "3"
+        (b"", b"200 result=-1 endpos=0\n"), (b"", b"200 result=6\n"),  # a file that will not play,
+        (b"", b"200 result=0\n"),  # ... skipped (the channel is up): the wait, and no key
+    ])
+    assert await channel.ask("/p/en/menu", "123", 5000) == "2"
+    assert await channel.ask("/p/en/menu", "123", 5000) == "3"
+    assert await channel.ask("/p/en/missing", "123", 4000) is None
+    assert received == [
+        b'STREAM FILE "/p/en/menu" "123"\n',
+        b'STREAM FILE "/p/en/menu" "123"\n', b'WAIT FOR DIGIT "5000"\n',
+        b'STREAM FILE "/p/en/missing" "123"\n', b"CHANNEL STATUS\n", b'WAIT FOR DIGIT "4000"\n',
+    ]
+
+
 async def test_stream_file_returns_the_escape_digit(make) -> None:
     channel, received = await make([(b"", b"200 result=49 endpos=8000\n")])
     assert await channel.stream_file("/p/zh/main", "123") == "1"
