@@ -100,6 +100,38 @@ class CallContext:
     resume_after_verify: str = ""  # the query node that sent an unverified caller to the PIN check
     tickets: list[str] = field(default_factory=list)  # work orders opened in this call
 
+    # Written out rather than generated: dataclasses' __init__ is Python made at import, which
+    # the compiled engine cannot compile (four times the cost, once per call). The fields and
+    # their defaults are the ones above (tests/unit/test_engine.py checks that they agree).
+    def __init__(self, uniqueid: str, caller_number: str, caller_name: str, customer_class: CustomerClass,
+                 language: str, customer_name: str = "", account: str = "", started_at: float = 0.0,
+                 variables: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
+                 path: list[str] | None = None, fallback_reason: str | None = None,
+                 menu_stack: list[str] | None = None, sensitive: list[str] | None = None,
+                 self_served: bool = False, typeahead: str | None = None, escalation: list[str] | None = None,
+                 verified_account: str = "", resume_after_verify: str = "", tickets: list[str] | None = None,
+                 ) -> None:
+        self.uniqueid = uniqueid
+        self.caller_number = caller_number
+        self.caller_name = caller_name
+        self.customer_class = customer_class
+        self.language = language
+        self.customer_name = customer_name
+        self.account = account
+        self.started_at = started_at
+        self.variables = {} if variables is None else variables
+        self.inputs = {} if inputs is None else inputs
+        self.path = [] if path is None else path
+        self.fallback_reason = fallback_reason
+        self.menu_stack = [] if menu_stack is None else menu_stack
+        self.sensitive = [] if sensitive is None else sensitive
+        self.self_served = self_served
+        self.typeahead = typeahead
+        self.escalation = [] if escalation is None else escalation
+        self.verified_account = verified_account
+        self.resume_after_verify = resume_after_verify
+        self.tickets = [] if tickets is None else tickets
+
 
 @dataclass(frozen=True)
 class RouteRequest:

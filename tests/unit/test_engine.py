@@ -180,3 +180,25 @@ async def test_each_step_is_reported_without_the_caller_waiting_for_it() -> None
     assert ctx.path == ["start", "welcome", "main", "agent", "agent_route"]
     # Each node the caller stops at, with the path up to it; the branches (start, agent) only decide.
     assert steps == [["start", "welcome"], ["start", "welcome", "main"], ctx.path]
+
+
+def test_the_call_context_is_built_field_for_field_as_its_dataclass_says() -> None:
+    """CallContext's __init__ is written out (a compiled one costs a quarter of dataclasses'):
+    its parameters and defaults must be the dataclass's fields, each mutable default fresh."""
+    import dataclasses
+    import inspect
+
+    fields = dataclasses.fields(CallContext)
+    parameters = list(inspect.signature(CallContext).parameters.values())
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    first = CallContext("u", "1", "", CustomerClass.PUBLIC, "en")
+    second = CallContext("u", "1", "", CustomerClass.PUBLIC, "en")
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(first, f.name) == f.default, f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert getattr(first, f.name) == f.default_factory(), f.name
+            assert getattr(first, f.name) is not getattr(second, f.name), f.name  # not shared between calls
+    assert first == second
+    restored = CallContext(**{f.name: getattr(first, f.name) for f in fields})
+    assert restored == first
