@@ -72,6 +72,8 @@ class Voice(Protocol):
 
 
 class PromptPaths(Protocol):
+    """Where Asterisk finds a prompt. Asked once per prompt and language: the engine keeps the answer."""
+
     def path(self, prompt_id: str, language: str) -> str: ...
 
 
@@ -156,6 +158,11 @@ def mask(value: str) -> str:
     return "*" * len(value)
 
 
+# Prompt paths already asked for: (id of the prompt library, prompt, language) -> (library, path).
+_PROMPT_PATHS: dict[tuple[int, str, str], tuple[PromptPaths, str]] = {}
+MAX_PROMPT_PATHS = 4096
+
+
 class MenuEngine:
     def __init__(
         self,
@@ -182,7 +189,18 @@ class MenuEngine:
     # -- helpers ---------------------------------------------------------------------------
 
     def _prompt(self, prompt_id: str, call: CallContext) -> str:
-        return self._prompts.path(prompt_id, call.language)
+        # A prompt's path is the same call after call, and asking the (Python) prompt library was a
+        # call out of the compiled engine for every prompt. Keyed by the library's identity, which
+        # the entry keeps alive (so no other library can take over its id while it is cached).
+        key = (id(self._prompts), prompt_id, call.language)
+        known = _PROMPT_PATHS.get(key)
+        if known is not None and known[0] is self._prompts:
+            return known[1]
+        path = self._prompts.path(prompt_id, call.language)
+        if len(_PROMPT_PATHS) >= MAX_PROMPT_PATHS:
+            _PROMPT_PATHS.clear()
+        _PROMPT_PATHS[key] = (self._prompts, path)
+        return path
 
     async def _ask(self, voice: Voice, call: CallContext, prompt_id: str, timeout: float) -> str | None:
         """Play a prompt any key interrupts; then wait for a key. A key typed ahead answers at once."""

@@ -202,3 +202,22 @@ def test_the_call_context_is_built_field_for_field_as_its_dataclass_says() -> No
     assert first == second
     restored = CallContext(**{f.name: getattr(first, f.name) for f in fields})
     assert restored == first
+
+
+async def test_a_prompt_path_is_asked_of_its_library_once_and_each_library_keeps_its_own() -> None:
+    class Counting:
+        def __init__(self, root: str) -> None:
+            self.root, self.asked = root, 0
+
+        def path(self, prompt_id: str, language: str) -> str:
+            self.asked += 1
+            return f"{self.root}/{language}/{prompt_id}"
+
+    menu = load_menu(SAMPLE_MENU)
+    first, second = Counting("/one"), Counting("/two")
+    for library in (first, second, first):
+        for _ in range(3):
+            engine = MenuEngine(menu, library)
+            context = CallContext("u", "1", "", CustomerClass.PUBLIC, "zh")
+            assert engine._prompt("main_menu", context) == f"{library.root}/zh/main_menu"
+    assert (first.asked, second.asked) == (1, 1)
