@@ -27,6 +27,7 @@ from ivr.agi.protocol import (
     classify_line,
     command_line,
     encode_unique_command,
+    exactly_text_or_numbers,
     is_usage_end,
     parse_reply,
     reply_of_line,
@@ -68,15 +69,22 @@ MAX_MSET_LINES = 1024
 
 
 def _mset_line(values: Mapping[str, str | int]) -> bytes | None:
+    """The MSet command setting ``values``, or None when one SET VARIABLE each must do (a name or
+    value that is not plain, or a line longer than Asterisk reads)."""
     key = (tuple(values), tuple(values.values()))  # two flat tuples: cheaper to hash and compare than pairs
-    line = _MSET_LINES.get(key)
+    cacheable = exactly_text_or_numbers(key[1])
+    line = _MSET_LINES.get(key) if cacheable else None
     if line is None:
         pairs = mset_argument({name: value if isinstance(value, str) else str(value)
                                for name, value in zip(key[0], key[1], strict=True)})
-        line = b"" if pairs is None else encode_unique_command("EXEC", "MSet", pairs)
-        if len(_MSET_LINES) >= MAX_MSET_LINES:
-            _MSET_LINES.clear()
-        _MSET_LINES[key] = line
+        try:
+            line = b"" if pairs is None else encode_unique_command("EXEC", "MSet", pairs)
+        except ValueError:  # over Asterisk's line: each variable on a line of its own
+            line = b""
+        if cacheable:
+            if len(_MSET_LINES) >= MAX_MSET_LINES:
+                _MSET_LINES.clear()
+            _MSET_LINES[key] = line
     return line or None
 
 
@@ -244,10 +252,9 @@ class Channel:
             raise self._mark_closed()
         return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
-    async def _read_reply(self, data_is_rest: bool, first: bytes, timeout: float) -> Reply:
-        """The reply to the command just sent, from its first line, already read. Lines after the
-        first (a HANGUP, a 520 block) come within ``timeout`` of it."""
-        self._deadline = self._loop.time() + timeout
+    async def _read_reply(self, data_is_rest: bool, first: bytes) -> Reply:
+        """The reply to the command just sent, from its first line, already read; the lines after
+        it (a HANGUP, a 520 block) before the command's deadline."""
         pending: bytes | None = first
         while True:
             if pending is not None:
@@ -290,14 +297,17 @@ class Channel:
             connection = self._connection
             if connection is not None:
                 connection.write(line)
-                first = await connection.readline(timeout)
+                reading = connection.readline(timeout)
+                self._deadline = connection.deadline  # the connection's clock read, not one more
+                first = await reading
             else:
+                self._deadline = self._loop.time() + timeout
                 self._lines.write(line)
                 first = await self._lines.readline(timeout)
             if first.startswith(b"200 ") and first.endswith(b"\n"):  # by far the most common reply
                 reply = reply_of_line(first, data_is_rest=data_is_rest)
             else:
-                reply = await self._read_reply(data_is_rest, first, timeout)
+                reply = await self._read_reply(data_is_rest, first)
         except TimeoutError:
             self.close()
             verb = line.split(b" \"", 1)[0].decode("utf-8", errors="replace").strip()
@@ -530,6 +540,8 @@ class Channel:
 
     async def set_variable(self, name: str, value: str | int) -> None:
         """Set a channel variable. Works on a dead channel (useful for the dialplan's fallback)."""
+        if self.state is _CLOSED:  # as _execute would say, before a value too long to send says otherwise
+            raise ChannelHangup(self.hangup_reason or HangupReason.CONNECTION_CLOSED)
         await self._execute(encode_unique_command("SET VARIABLE", name, str(value)), dead_ok=True)
 
     async def set_variables(self, values: Mapping[str, str | int]) -> None:

@@ -75,10 +75,17 @@ class Deadlines:
         due = self._due.pop(tick, None)
         if due:
             for connection in due:
-                connection.deadline_check()
+                try:
+                    connection.deadline_check()
+                except Exception:  # one connection's failure must not cost the others their deadlines
+                    log.exception("FastAGI deadline check failed")
 
     def close(self) -> None:
-        """Cancel the timers (the server stops; its connections are closed)."""
+        """Cancel the timers (the server stops and closes its connections). A connection still
+        open watches again, on new timers, at its next readline."""
+        for due in self._due.values():
+            for connection in due:
+                connection.deadline_dropped()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -231,6 +238,9 @@ class AgiConnection(asyncio.Protocol):
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self._grace_timer = self._loop.call_later(ENV_GRACE_SECONDS, self._environment_grace_over)
+        # The grace ends the environment now, whatever is left of the header deadline: move that
+        # far enough that it cannot close the connection first (deadline_check follows it).
+        self._deadline = max(self._deadline, self._loop.time() + 2 * ENV_GRACE_SECONDS + DEADLINE_TICK)
 
     def _environment_grace_over(self) -> None:
         if self._env is not None:
@@ -328,6 +338,10 @@ class AgiConnection(asyncio.Protocol):
             del self._buffer[:]
             waiter.set_result(rest)
 
+    def deadline_dropped(self) -> None:
+        """Its Deadlines closed: this connection waits in no tick."""
+        self._tick = 0
+
     def deadline_check(self) -> None:
         """The tick this connection waited in has ended (called by its Deadlines)."""
         self._tick = 0
@@ -352,10 +366,10 @@ class AgiConnection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             raise RuntimeError("one readline at a time")
         waiter: asyncio.Future[bytes] = self._loop.create_future()
+        self._deadline = self._loop.time() + timeout
         if self._queued() or self._error is not None or self._eof:
             self._answer(waiter)
             return waiter
-        self._deadline = self._loop.time() + timeout
         if not self._tick:
             self._tick = self._deadlines.watch(self, self._deadline)
         elif self._deadlines.tick_of(self._deadline) < self._tick:  # sooner than the tick it waits in
@@ -363,6 +377,11 @@ class AgiConnection(asyncio.Protocol):
             self._tick = self._deadlines.watch(self, self._deadline)
         self._waiter = waiter
         return waiter
+
+    @property
+    def deadline(self) -> float:
+        """The last readline's deadline (loop time)."""
+        return self._deadline
 
     def write(self, data: bytes) -> None:
         if self._closing or self._transport is None:

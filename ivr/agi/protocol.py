@@ -224,8 +224,20 @@ _COMMAND_LINES: dict[tuple[str, tuple[str | int, ...]], bytes] = {}
 MAX_CACHED_LINES = 2048
 
 
+def exactly_text_or_numbers(values: tuple[str | int, ...]) -> bool:
+    """Whether every value is a str or an int, not a subclass (True == 1 and 1.0 == 1 as keys of a
+    cache, and their lines differ)."""
+    for value in values:
+        kind = type(value)
+        if kind is not str and kind is not int:
+            return False
+    return True
+
+
 def command_line(verb: str, arguments: tuple[str | int, ...] = ()) -> bytes:
     """The line of a command that recurs (cached). Arguments are text or whole numbers."""
+    if not exactly_text_or_numbers(arguments):
+        return encode_unique_command(verb, *arguments)
     key = (verb, arguments)
     line = _COMMAND_LINES.get(key)
     if line is None:
@@ -249,9 +261,7 @@ _NO_FIELDS: Mapping[str, str] = MappingProxyType({})
 
 
 def _int_or_none(text: str) -> int | None:
-    digits = text[1:] if text.startswith("-") else text
-    if digits and digits.isascii() and digits.isdigit():  # nearly every result: no exception to catch
-        return int(text)
+    """``int(text)``, or None when it is not a number (or one of more digits than Python converts)."""
     try:
         return int(text)
     except ValueError:
@@ -369,11 +379,12 @@ def parse_reply(line: str, *, data_is_rest: bool = False) -> Reply:
     return Reply(code, "", None, {}, line)
 
 
-# Reply lines without data seen before, and their replies: most replies are a few lines that recur
-# ("200 result=0", a menu's keys). Only lines without "(": data_is_rest changes nothing for them.
+# Plain reply lines seen before, and their replies: most replies are a few lines that recur
+# ("200 result=0", a key's code). Only "200 result=N" of up to 3 characters, nothing after it: a
+# key or a status, never a caller's digits (GET DATA's result) nor a varying endpos=.
 _REPLIES_SEEN: dict[bytes, Reply] = {}
 MAX_SEEN_REPLIES = 512
-MAX_SEEN_REPLY_BYTES = 48
+MAX_SEEN_REPLY_BYTES = len(b"200 result=-12\n")
 
 
 def reply_of_line(raw: bytes, *, data_is_rest: bool = False) -> Reply:
@@ -382,7 +393,8 @@ def reply_of_line(raw: bytes, *, data_is_rest: bool = False) -> Reply:
     if reply is not None:
         return reply
     reply = parse_reply(raw.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
-    if len(raw) <= MAX_SEEN_REPLY_BYTES and 40 not in raw:  # 40: "(" (a number: see connection.NEWLINE)
+    # 32, 40: " " and "(" (as numbers: see connection.NEWLINE).
+    if len(raw) <= MAX_SEEN_REPLY_BYTES and 32 not in raw[4:] and 40 not in raw:
         if len(_REPLIES_SEEN) >= MAX_SEEN_REPLIES:
             _REPLIES_SEEN.clear()
         _REPLIES_SEEN[raw] = reply

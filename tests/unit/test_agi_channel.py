@@ -326,3 +326,41 @@ async def test_plain_variables_are_set_in_one_command_and_the_rest_one_by_one(ma
     await channel.set_variables({"HOTLINE_A": "1", "HOTLINE_B": "2"})
     assert received[3:] == [b'EXEC "MSet" "HOTLINE_A=1,HOTLINE_B=2"\n', b'SET VARIABLE "HOTLINE_A" "1"\n',
                             b'SET VARIABLE "HOTLINE_B" "2"\n']
+
+
+async def test_a_variable_set_again_with_an_equal_value_of_another_type_is_sent_as_it_is(make) -> None:
+    """True == 1 as keys of the cache of MSet lines: the line sent for one is never the other's."""
+    from ivr.agi import channel as channel_module
+
+    channel, received = await make([(b"", b"200 result=0\n")] * 3)
+    await channel.set_variables({"A": True, "B": "x"})  # type: ignore[dict-item]
+    channel_module._MSET_LINES.clear()
+    await channel.set_variables({"A": 1, "B": "x"})
+    await channel.set_variables({"A": True, "B": "x"})  # type: ignore[dict-item]
+    assert received[1] == b'EXEC "MSet" "A=1,B=x"\n'
+    assert received[2] == received[0]  # as a fresh one: not the cached line of A=1
+
+
+async def test_variables_too_long_for_one_line_go_one_each(make) -> None:
+    channel, received = await make([(b"", b"200 result=1\n")] * 2)
+    await channel.set_variables({"A": "a" * 4500, "B": "b" * 4500})
+    assert [line[:18] for line in received] == [b'SET VARIABLE "A" "', b'SET VARIABLE "B" "']
+
+
+async def test_a_reply_after_a_hangup_line_is_still_due_by_the_commands_deadline() -> None:
+    """The lines of one reply share the command's deadline: a HANGUP line does not restart it."""
+    from ivr.agi.channel import AgiTimeout
+    from ivr.agi.connection import AgiConnection
+    from tests.unit.test_agi_connection import ENV, Transport
+
+    conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=5.0)
+    conn.connection_made(Transport())
+    conn.data_received(ENV)
+    channel = Channel(conn, parse_environment(ENV), command_timeout=0.5)
+    command = asyncio.create_task(channel.set_variable("X", "1"))
+    await asyncio.sleep(0.35)
+    conn.data_received(b"HANGUP\n")
+    await asyncio.sleep(0.4)  # past the command's 0.5 s
+    conn.data_received(b"200 result=1\n")
+    with pytest.raises(AgiTimeout):
+        await command

@@ -199,3 +199,49 @@ async def test_an_environment_that_never_ends_closes_the_connection_at_its_deadl
     assert not transport.closed
     await asyncio.sleep(0.3)
     assert transport.closed
+
+
+async def test_a_split_environment_near_its_deadline_still_gets_its_grace() -> None:
+    """A blank line inside a caller name ends a block early; the grace that waits for the rest
+    is not cut short by the header deadline running out meanwhile."""
+    environments: list[bytes] = []
+    conn = AgiConnection(lambda _, raw: environments.append(raw), lambda peer: True, header_timeout=0.3)
+    transport = Transport()
+    conn.connection_made(transport)
+    await asyncio.sleep(0.28)
+    conn.data_received(b"agi_network_script: hotline\nagi_calleridname: A\n\n")  # no agi_threadid yet
+    await asyncio.sleep(0.3)
+    assert not transport.closed
+    assert environments == [b"agi_network_script: hotline\nagi_calleridname: A\n\n"]
+
+
+async def test_closed_deadlines_leave_no_connection_waiting_in_a_tick_and_one_failure_spares_the_rest() -> None:
+    from ivr.agi.connection import Deadlines
+
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop)
+    conns = []
+    for _ in range(3):
+        conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=5.0, deadlines=deadlines)
+        conn.connection_made(Transport())
+        conn.data_received(ENV)
+        conns.append(conn)
+    waiting = conns[0].readline(5.0)
+    deadlines.close()
+    assert all(conn._tick == 0 for conn in conns) and not deadlines._timers
+    waiting.cancel()
+
+    class Unclosable(Transport):
+        def close(self) -> None:
+            raise RuntimeError("broken transport")
+
+    # Two connections whose environments never come, their deadlines in one tick: the first one
+    # checked fails to close, and the other is closed all the same.
+    deadlines = Deadlines(loop)
+    transports = [Unclosable(), Transport(), Unclosable()]
+    for transport in transports:
+        AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=0.05,
+                      deadlines=deadlines).connection_made(transport)
+    await asyncio.sleep(0.3)
+    assert transports[1].closed
+    deadlines.close()

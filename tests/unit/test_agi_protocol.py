@@ -152,3 +152,30 @@ def test_a_cached_command_line_is_the_line_built_anew_and_a_bad_one_is_refused_e
 def test_the_replies_parsed_once_are_what_parsing_gives(line: str) -> None:
     assert parse_reply(line) == parse_success(line)
     assert parse_reply(line, data_is_rest=True) == parse_success(line, data_is_rest=True)
+
+
+def test_a_result_of_more_digits_than_python_converts_is_not_a_number_and_not_an_error() -> None:
+    reply = parse_reply("200 result=" + "9" * 5000)
+    assert reply.result == "9" * 5000 and reply.result_int is None
+
+
+def test_only_short_plain_results_are_kept_parsed_never_a_callers_digits_or_an_endpos() -> None:
+    from ivr.agi.protocol import _REPLIES_SEEN, reply_of_line
+
+    for line in (b"200 result=4000123412341234\n", b"200 result=49 endpos=1000\n", b"200 result=1 (x)\n"):
+        assert reply_of_line(line).text == line.decode().rstrip("\n")
+        assert line not in _REPLIES_SEEN
+    assert reply_of_line(b"200 result=49\n").result_int == 49
+    assert b"200 result=49\n" in _REPLIES_SEEN
+
+
+def test_equal_arguments_of_other_types_are_not_taken_for_each_other() -> None:
+    """True == 1.0 == 1 as keys of the cache of command lines: each gets the line built for it."""
+    from ivr.agi.protocol import command_line
+
+    for arguments in ((1, ""), (True, ""), (1.0, "")):  # 1 first: its line is cached
+        try:
+            fresh = encode_unique_command("SAY NUMBER", *arguments)  # type: ignore[arg-type]
+        except TypeError:
+            continue  # the compiled engine refuses what its types do not admit (a float)
+        assert command_line("SAY NUMBER", arguments) == fresh  # type: ignore[arg-type]
