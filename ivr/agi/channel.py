@@ -250,7 +250,7 @@ class Channel:
     def _line_of(self, raw: bytes) -> str:
         if not raw.endswith(b"\n"):  # the stream ended inside a line, or before one
             raise self._mark_closed()
-        return raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return raw.decode("utf-8", "replace").rstrip("\r\n")
 
     async def _read_reply(self, data_is_rest: bool, first: bytes) -> Reply:
         """The reply to the command just sent, from its first line, already read; the lines after
@@ -310,7 +310,7 @@ class Channel:
                 reply = await self._read_reply(data_is_rest, first)
         except TimeoutError:
             self.close()
-            verb = line.split(b" \"", 1)[0].decode("utf-8", errors="replace").strip()
+            verb = line.split(b" \"", 1)[0].decode("utf-8", "replace").strip()
             raise AgiTimeout(f"no reply to {verb} within {timeout:.1f}s") from None
         except (ConnectionError, OSError):
             raise self._mark_closed() from None

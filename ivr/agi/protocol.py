@@ -136,7 +136,9 @@ def parse_environment(raw: bytes) -> AgiEnvironment:
     """An environment block: ``agi_name: value`` lines, the name up to the first colon and one
     space after it dropped. Other lines (a continuation of a raw caller name, a blank line from a
     hostile one) are not variables."""
-    return AgiEnvironment(raw.decode("utf-8", errors="replace"))
+    # ("replace" as a positional argument: the compiled engine decodes that form itself; with
+    # errors= it is a call through Python, here and wherever a reply is decoded.)
+    return AgiEnvironment(raw.decode("utf-8", "replace"))
 
 
 def _value_of(line_rest: str) -> str:
@@ -392,7 +394,7 @@ def reply_of_line(raw: bytes, *, data_is_rest: bool = False) -> Reply:
     reply = _REPLIES_SEEN.get(raw)
     if reply is not None:
         return reply
-    reply = parse_reply(raw.decode("utf-8", errors="replace").rstrip("\r\n"), data_is_rest=data_is_rest)
+    reply = parse_reply(raw.decode("utf-8", "replace").rstrip("\r\n"), data_is_rest=data_is_rest)
     # 32, 40: " " and "(" (as numbers: see connection.NEWLINE).
     if len(raw) <= MAX_SEEN_REPLY_BYTES and 32 not in raw[4:] and 40 not in raw:
         if len(_REPLIES_SEEN) >= MAX_SEEN_REPLIES:
