@@ -222,10 +222,6 @@ def load_runs(names: list[str], script: Path, concurrency: int, calls: int, roun
             # Warm-up (imports, first allocations) outside the measurement.
             for warm in generators(servers[name].port, 200, 20, script, 1):
                 warm.communicate(timeout=timeout)
-            # Memory before the rounds: after them the heap holds what their calls freed, and
-            # holding N calls would hardly grow the RSS (it read 0.0 KiB per call at 100).
-            runs[name].memory_per_call, runs[name].full_collection_ms = memory_per_call(
-                servers[name], script, concurrency, processes, timeout)
         for round_number in range(1, rounds + 1):
             turn = (round_number - 1) % len(names)  # each round starts with the next server
             for name in names[turn:] + names[:turn]:
@@ -233,6 +229,18 @@ def load_runs(names: list[str], script: Path, concurrency: int, calls: int, roun
                 measure_round(runs[name], servers[name], script, calls, processes, timeout)
     finally:
         for server in servers.values():
+            server.stop()
+    for name in names:
+        # Memory on a server of its own, fresh: after the rounds the heap holds what their calls
+        # freed (holding N calls hardly grew the RSS: 0.0 KiB per call at 100), and a threaded
+        # peer holding 5000 calls before its rounds ran them at a tenth of its speed.
+        server = Server(name, script)
+        try:
+            for warm in generators(server.port, 200, 20, script, 1):
+                warm.communicate(timeout=timeout)
+            runs[name].memory_per_call, runs[name].full_collection_ms = memory_per_call(
+                server, script, concurrency, processes, timeout)
+        finally:
             server.stop()
     return list(runs.values())
 
