@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ivr.agi.connection import AgiConnection
+from ivr.agi.connection import AgiConnection, Deadlines
 
 ENV = b"agi_network_script: hotline\nagi_uniqueid: 1.1\nagi_callerid: 100\nagi_threadid: 7\n\n"
 
@@ -155,19 +155,25 @@ async def test_a_flood_of_lines_pauses_reading_and_every_line_comes_in_order() -
     assert not transport.paused
 
 
-async def test_connections_share_one_timer_per_tick_and_each_keeps_its_own_deadline() -> None:
-    """Deadlines: a hundred connections waiting in one tick cost one loop timer. A deadline that
-    moved on (a later command) is followed to its own tick; a sooner one is moved forward."""
-    from ivr.agi.connection import DEADLINE_TICK, Deadlines
-
-    loop = asyncio.get_running_loop()
-    deadlines = Deadlines(loop)
+def sharing(deadlines: Deadlines, count: int) -> list[AgiConnection]:
+    """``count`` connections past their environment, their deadlines kept by ``deadlines``."""
     connections = []
-    for _ in range(100):
+    for _ in range(count):
         conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=5.0, deadlines=deadlines)
         conn.connection_made(Transport())
         conn.data_received(ENV)
         connections.append(conn)
+    return connections
+
+
+async def test_connections_share_one_timer_per_tick_and_each_keeps_its_own_deadline() -> None:
+    """Deadlines: a hundred connections waiting in one tick cost one loop timer. A deadline that
+    moved on (a later command) is followed to its own tick; a sooner one is moved forward."""
+    from ivr.agi.connection import DEADLINE_TICK
+
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop)
+    connections = sharing(deadlines, 100)
     assert len(deadlines._timers) <= 2  # the header deadlines: all in one tick (two if it turned meanwhile)
 
     quick, slow, moved = connections[:3]
@@ -216,16 +222,9 @@ async def test_a_split_environment_near_its_deadline_still_gets_its_grace() -> N
 
 
 async def test_closed_deadlines_leave_no_connection_waiting_in_a_tick_and_one_failure_spares_the_rest() -> None:
-    from ivr.agi.connection import Deadlines
-
     loop = asyncio.get_running_loop()
     deadlines = Deadlines(loop)
-    conns = []
-    for _ in range(3):
-        conn = AgiConnection(lambda _, raw: None, lambda peer: True, header_timeout=5.0, deadlines=deadlines)
-        conn.connection_made(Transport())
-        conn.data_received(ENV)
-        conns.append(conn)
+    conns = sharing(deadlines, 3)
     waiting = conns[0].readline(5.0)
     deadlines.close()
     assert all(conn._tick == 0 for conn in conns) and not deadlines._timers
