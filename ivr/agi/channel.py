@@ -52,13 +52,9 @@ def mset_argument(texts: Mapping[str, str]) -> str | None:
     over the joined text check that (a value "1,B=2" would otherwise pass as two pairs)."""
     pairs = ",".join([f"{name}={text}" for name, text in texts.items()])
     # MSet reads at most 24 pairs in some Asterisk versions (the rest would become the last value).
-    if len(texts) <= 20 and pairs.count(",") == len(texts) - 1 and _plain_pairs(pairs):
+    if len(texts) <= 20 and pairs.count(",") == len(texts) - 1 and _MSET_PAIRS.match(pairs):
         return pairs
     return None
-
-
-def _plain_pairs(pairs: str) -> bool:
-    return _MSET_PAIRS.match(pairs) is not None
 
 
 # The MSet lines of variable sets seen before (b"": not plain, one SET VARIABLE each): a route's

@@ -57,7 +57,7 @@ class Deadlines:
 
     def watch(self, connection: AgiConnection, deadline: float) -> int:
         """Check ``connection`` when the tick holding ``deadline`` ends; returns that tick."""
-        tick = int(deadline / self._tick) + 1
+        tick = self.tick_of(deadline)
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = set()
